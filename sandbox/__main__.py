@@ -1,0 +1,5 @@
+"""``python -m sandbox``: the same as ``appt-sync sandbox``."""
+
+from .cli import main
+
+main()

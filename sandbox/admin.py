@@ -1,0 +1,277 @@
+"""The sandbox's admin API under ``/__sandbox/`` (for tests, benchmarks and the demo).
+
+No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
+
+* ``GET /__sandbox/health``.
+* ``GET /__sandbox/credentials``: a working ``client_id``, ``client_secret`` and
+  ``refresh_token`` (derived from the seed, so stable across resets), the scopes,
+  and the base URLs (``accounts_url``, ``api_domain``, ``bookings_url``).
+  ``POST`` with ``{"scope": [...], "permission": "full"|"read_only"}`` makes a new
+  self client (to reproduce ``OAUTH_SCOPE_MISMATCH`` and ``NO_PERMISSION``).
+* ``POST /__sandbox/grant-code`` ``{"client_id"?, "scope"?, "ttl"?}``: a one-time code
+  for ``grant_type=authorization_code``.
+* ``POST /__sandbox/tokens/expire``: expire every access token now (a token
+  expiring mid-run).
+* ``POST /__sandbox/reset`` ``{"appointments"?, "seed"?, "anchor_date"?}``: re-seed
+  and forget tokens, jobs, channels, faults and counters.
+* ``GET``/``PUT /__sandbox/config``: read or change settings (``bulk_delay``,
+  ``bulk_page_size``, ``token_ttl``, ``bookings_webhook_url``, ``ask_to_mark_completed``...).
+* ``PATCH /__sandbox/crm/{module}/{id}``: edit a CRM record as a user in the UI
+  would (same rules as the API, ``Modified_By`` is the UI user, notifications fire).
+  Answers ``{"data": [per-record result]}``.
+* ``PATCH /__sandbox/bookings/{booking_id}`` ``{"start_time"?, "staff_id"?, "action"?}``
+  (``#`` URL-encoded as ``%23``): edit a booking as its owner would; the webhook fires.
+* ``GET``/``PUT``/``DELETE /__sandbox/faults``: per route group (``accounts``,
+  ``crm``, ``bulk``, ``bookings``, or ``all``) ``{"error_500": p, "error_429": p,
+  "retry_after": s, "delay": s, "drop": p}``; ``p`` is a probability 0..1, a
+  dropped connection closes the socket after the status line.
+* ``GET /__sandbox/stats`` (``DELETE`` zeroes it): API calls per route, per group
+  and per token label, access tokens minted (per refresh token label), throttled
+  token requests, faults injected, writes, outbound deliveries, bulk jobs and downloads.
+* ``GET /__sandbox/dump?module=Appointments__s|Events|bookings&booking_id=...``:
+  both sides' records as the APIs show them.
+* ``GET /__sandbox/outbox``: the last 500 notifications, webhooks and callbacks
+  sent (URL, status, payload); ``POST /__sandbox/outbox/drain`` waits until the
+  queue is empty.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from . import bookings as bk
+from . import clock
+from .auth import api_domain
+from .crm import apply_updates, check_module, view
+from .errors import BookingsError, CrmError
+from .seed import UI_USER
+from .state import DEFAULT_SCOPES, SandboxState
+
+router = APIRouter(prefix="/__sandbox")
+
+FAULT_GROUPS = ("accounts", "crm", "bulk", "bookings", "all")
+FAULT_KEYS = ("error_500", "error_429", "retry_after", "delay", "drop")
+
+
+def _state(request: Request) -> SandboxState:
+    return request.app.state.sandbox
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        import json
+
+        body = json.loads(raw)
+    except ValueError:
+        raise CrmError("INVALID_DATA", 400, "the input is not a valid JSON") from None
+    if not isinstance(body, dict):
+        raise CrmError("INVALID_DATA", 400, "expected a JSON object")
+    return body
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness."""
+    return {"status": "ok"}
+
+
+@router.get("/credentials")
+async def credentials(request: Request) -> dict[str, Any]:
+    """The sandbox's own self client and base URLs."""
+    base = api_domain(request)
+    return {
+        **_state(request).default_credentials(),
+        "accounts_url": base,
+        "api_domain": base,
+        "bookings_url": f"{base}/bookings/v1/json",
+    }
+
+
+@router.post("/credentials")
+async def new_credentials(request: Request) -> dict[str, Any]:
+    """A new self client with the given scopes and permission."""
+    body = await _body(request)
+    scope = body.get("scope", list(DEFAULT_SCOPES))
+    scopes = [s.strip() for s in (scope.split(",") if isinstance(scope, str) else scope) if s.strip()]
+    permission = body.get("permission", "full")
+    if permission not in ("full", "read_only"):
+        raise CrmError("INVALID_DATA", 400, "permission should be full or read_only")
+    base = api_domain(request)
+    return {**_state(request).new_client(scopes, permission), "accounts_url": base, "api_domain": base}
+
+
+@router.post("/grant-code")
+async def grant_code(request: Request) -> dict[str, Any]:
+    """A one-time grant code for ``grant_type=authorization_code``."""
+    state = _state(request)
+    body = await _body(request)
+    client_id = body.get("client_id") or state.default_credentials()["client_id"]
+    if client_id not in state.clients:
+        raise CrmError("INVALID_DATA", 400, "unknown client_id")
+    scope = body.get("scope", list(DEFAULT_SCOPES))
+    scopes = scope.split(",") if isinstance(scope, str) else list(scope)
+    return {"code": state.new_grant_code(client_id, scopes, float(body.get("ttl", 600))), "client_id": client_id}
+
+
+@router.post("/tokens/expire")
+async def expire_tokens(request: Request) -> dict[str, int]:
+    """Expire every access token now."""
+    state = _state(request)
+    for info in state.access_tokens.values():
+        info["expires_at"] = time.time() - 1
+    state.save_oauth()
+    return {"expired": len(state.access_tokens)}
+
+
+@router.post("/reset")
+async def reset(request: Request) -> dict[str, Any]:
+    """Re-seed (optionally with new ``appointments``, ``seed``, ``anchor_date``)."""
+    state = _state(request)
+    body = await _body(request)
+    unknown = state.config.update({k: v for k, v in body.items() if k in ("appointments", "seed", "anchor_date")})
+    for task in request.app.state.bulk_tasks.values():
+        task.cancel()
+    request.app.state.bulk_tasks.clear()
+    state.reset()
+    return {"status": "reset", "appointments": len(state.appointments), "ignored": unknown}
+
+
+@router.get("/config")
+async def get_config(request: Request) -> dict[str, Any]:
+    """Current settings."""
+    return _state(request).config.as_dict()
+
+
+@router.put("/config")
+async def put_config(request: Request) -> JSONResponse:
+    """Change settings; unknown names answer 400 and change nothing."""
+    state = _state(request)
+    body = await _body(request)
+    known = set(state.config.as_dict())
+    unknown = [k for k in body if k not in known]
+    if unknown:
+        raise CrmError("INVALID_DATA", 400, f"unknown settings: {', '.join(unknown)}", {"names": unknown})
+    try:
+        state.config.update(body)
+    except (TypeError, ValueError) as exc:
+        raise CrmError("INVALID_DATA", 400, f"bad setting value: {exc}") from None
+    return JSONResponse(state.config.as_dict())
+
+
+@router.patch("/crm/{module}/{record_id}")
+async def edit_crm(module: str, record_id: str, request: Request) -> JSONResponse:
+    """Edit a CRM record as a UI user (rules, Modified_By/Time, notifications)."""
+    check_module(module)
+    body = await _body(request)
+    results, status = apply_updates(_state(request), request, module, [{**body, "id": record_id}], dict(UI_USER))
+    return JSONResponse({"data": results}, status_code=status)
+
+
+@router.patch("/bookings/{booking_id}")
+async def edit_booking(booking_id: str, request: Request) -> JSONResponse:
+    """Reschedule and/or act on a booking as its owner would; the webhook fires."""
+    state = _state(request)
+    body = await _body(request)
+    booking = state.bookings.get(booking_id)
+    if booking is None:
+        raise BookingsError(f"Invalid booking_id {booking_id}", 404)
+    if not any(body.get(k) for k in ("start_time", "staff_id", "action")):
+        raise BookingsError("Give start_time, staff_id or action", 400)
+    events = []
+    if body.get("start_time") or body.get("staff_id"):
+        booking = bk.reschedule(state, booking, body)
+        events.append("appointment_rescheduled")
+    if body.get("action"):
+        booking, event = bk.update(booking, body["action"])
+        events.append(event)
+    bk.save(state, booking)
+    for event in events:
+        bk.webhook(state, request, booking, event, "ui")
+    return bk.ok(bk.view(booking, api_domain(request), clock.now()))
+
+
+@router.get("/faults")
+async def get_faults(request: Request) -> dict[str, Any]:
+    """Injected faults per group."""
+    return _state(request).faults
+
+
+@router.put("/faults")
+async def put_faults(request: Request) -> dict[str, Any]:
+    """Set faults: ``{group: {error_500, error_429, retry_after, delay, drop}}``."""
+    state = _state(request)
+    body = await _body(request)
+    for group, spec in body.items():
+        if group not in FAULT_GROUPS or not isinstance(spec, dict):
+            raise CrmError("INVALID_DATA", 400, f"unknown fault group {group!r}: use {', '.join(FAULT_GROUPS)}")
+        bad = [k for k in spec if k not in FAULT_KEYS]
+        if bad:
+            raise CrmError("INVALID_DATA", 400, f"unknown fault keys {bad}: use {', '.join(FAULT_KEYS)}")
+        try:
+            state.faults[group] = {k: float(v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise CrmError("INVALID_DATA", 400, "fault values should be numbers") from None
+    return state.faults
+
+
+@router.delete("/faults")
+async def clear_faults(request: Request) -> dict[str, Any]:
+    """Turn every fault off."""
+    _state(request).faults.clear()
+    return {}
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    """API-call counters."""
+    return _state(request).stats.as_dict()
+
+
+@router.delete("/stats")
+async def clear_stats(request: Request) -> dict[str, Any]:
+    """Zero the counters."""
+    from .state import Stats
+
+    _state(request).stats = Stats()
+    return {}
+
+
+@router.get("/dump")
+async def dump(request: Request) -> dict[str, Any]:
+    """Both sides' records as the APIs show them."""
+    state = _state(request)
+    q = request.query_params
+    wanted = q.get("module")
+    booking_id = q.get("booking_id")
+    now = clock.now()
+    base = api_domain(request)
+    out: dict[str, Any] = {}
+    for module in ("Appointments__s", "Events"):
+        if wanted in (None, module):
+            out[module] = [
+                view(module, r, now) for r in state.module_store(module).values() if booking_id in (None, r.get("Booking_Id"))
+            ]
+    if wanted in (None, "bookings"):
+        out["bookings"] = [bk.view(b, base, now) for b in state.bookings.values() if booking_id in (None, b["booking_id"])]
+    return out
+
+
+@router.get("/outbox")
+async def outbox(request: Request) -> dict[str, Any]:
+    """Recent outbound deliveries."""
+    state = _state(request)
+    return {"pending": request.app.state.outbox.queue.qsize(), "sent": list(state.outbox_log)}
+
+
+@router.post("/outbox/drain")
+async def drain(request: Request) -> dict[str, Any]:
+    """Wait until every queued delivery was attempted."""
+    await request.app.state.outbox.drain()
+    return {"pending": 0}

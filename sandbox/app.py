@@ -1,0 +1,183 @@
+"""The sandbox's ASGI application: routes, error bodies, fault injection and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import admin, auth, bookings, bulk, crm
+from .config import SandboxConfig
+from .errors import BookingsError, CrmError
+from .outbox import Outbox
+from .state import SandboxState, token_label
+
+
+class DroppedConnection(Exception):
+    """Raised after the status line to make the server close the socket (fault ``drop``)."""
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
+
+
+def route_group(path: str) -> str | None:
+    """``accounts``, ``bulk``, ``crm``, ``bookings``, ``admin``, or None for anything else."""
+    if path.startswith("/oauth/"):
+        return "accounts"
+    if path.startswith("/crm/bulk/"):
+        return "bulk"
+    if path.startswith("/crm/"):
+        return "crm"
+    if path.startswith("/bookings/"):
+        return "bookings"
+    if path.startswith("/__sandbox"):
+        return "admin"
+    return None
+
+
+def _fault_body(group: str, kind: str) -> dict[str, Any]:
+    if group == "bookings":
+        message = "Internal Server Error" if kind == "500" else "Too many requests"
+        return {"response": {"returnvalue": {"message": message}, "status": "failure"}}
+    if group == "accounts" and kind == "429":
+        return dict(auth.THROTTLED)
+    if kind == "500":
+        return CrmError("INTERNAL_ERROR", 500).body()
+    return CrmError("TOO_MANY_REQUESTS", 429).body()
+
+
+class FaultsAndStats:
+    """ASGI middleware: counts every API call and injects the configured faults."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        group = route_group(scope.get("path", "")) if scope["type"] == "http" else None
+        if group in (None, "admin"):
+            await self.app(scope, receive, send)
+            return
+        state: SandboxState = scope["app"].state.sandbox
+        headers = dict(scope.get("headers") or [])
+        authz = headers.get(b"authorization", b"").decode("latin-1")
+        token = authz.partition(" ")[2].strip()
+        spec: dict[str, float] = {**state.faults.get("all", {}), **state.faults.get(group, {})}
+        try:
+            if spec:
+                await self._inject(state, group, spec, send)
+            await self.app(scope, receive, send)
+        except _Answered:
+            pass
+        finally:
+            route = scope.get("route")
+            label = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+            state.stats.calls[label] += 1
+            state.stats.calls_by_group[group] += 1
+            if token:
+                state.stats.calls_by_token[token_label(token)] += 1
+
+    async def _inject(self, state: SandboxState, group: str, spec: dict[str, float], send: Any) -> None:
+        rng = state.rng
+        if spec.get("delay"):
+            await asyncio.sleep(spec["delay"])
+        if rng.random() < spec.get("drop", 0):
+            state.stats.faults[f"{group}:drop"] += 1
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
+            raise DroppedConnection()
+        for kind, key in (("500", "error_500"), ("429", "error_429")):
+            if rng.random() < spec.get(key, 0):
+                state.stats.faults[f"{group}:{kind}"] += 1
+                body = json.dumps(_fault_body(group, kind)).encode()
+                hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                if kind == "429":
+                    hdrs.append((b"retry-after", str(int(spec.get("retry_after", 1))).encode()))
+                await send({"type": "http.response.start", "status": int(kind), "headers": hdrs})
+                await send({"type": "http.response.body", "body": body})
+                raise _Answered()
+
+
+class _Answered(Exception):
+    """The fault injector has already answered the request."""
+
+
+def create_app(config: SandboxConfig | None = None, db_path: str | None = None) -> FastAPI:
+    """Build the sandbox app for ``config`` (defaults: 2,000 appointments, seed 42).
+
+    ``db_path``: a SQLite file that keeps records, OAuth grants and channels
+    across restarts (default: memory only).
+    """
+    config = config or SandboxConfig()
+    state = SandboxState(config, db_path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = asyncio.create_task(app.state.outbox.run())
+        try:
+            yield
+        finally:
+            worker.cancel()
+            for task in app.state.bulk_tasks.values():
+                task.cancel()
+
+    app = FastAPI(
+        title="Zoho sandbox",
+        description="A Zoho-compatible local server: Accounts, CRM, Bulk Read, notifications, Bookings.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/__sandbox/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.sandbox = state
+    app.state.outbox = Outbox(state)
+    app.state.bulk_tasks = {}
+
+    @app.exception_handler(CrmError)
+    async def _crm_error(request: Request, exc: CrmError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(BookingsError)
+    async def _bookings_error(request: Request, exc: BookingsError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return CrmError("INVALID_DATA", 400, "invalid data", {"errors": len(exc.errors())}).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/bookings/"):
+            return BookingsError("Invalid URL: check the API path", exc.status_code).response()
+        if request.url.path.startswith("/oauth/"):
+            return JSONResponse({"error": "invalid_request"}, status_code=exc.status_code)
+        if exc.status_code == 405:
+            return CrmError("INVALID_REQUEST_METHOD", 400).response()
+        return CrmError("INVALID_URL_PATTERN", 404).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return CrmError("INTERNAL_ERROR", 500).response()
+
+    app.include_router(admin.router)
+    app.include_router(auth.router)
+    app.include_router(bulk.router)
+    app.include_router(bookings.router)
+    app.include_router(crm.router)
+    app.add_middleware(FaultsAndStats)
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    return app
+
+
+def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8900, db_path: str | None = None, log_level: str = "warning") -> None:
+    """Serve the sandbox with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(config, db_path), host=host, port=port, log_level=log_level)

@@ -1,0 +1,275 @@
+"""Zoho Bookings v1: ``getappointment``, ``fetchappointment``, ``rescheduleappointment``, ``updateappointment``.
+
+Paths are under ``/bookings/v1/json/``; every answer uses the envelope
+``{"response": {"returnvalue": ..., "status": "success"|"failure"}}`` and business
+failures come with HTTP 200 and ``status: failure``, as Bookings does. Times are
+``dd-MMM-yyyy HH:mm:ss`` (24-hour) in each booking's own ``time_zone``;
+``fetchappointment``'s ``from_time``/``to_time`` are read in the org time zone.
+Parameters come as form fields (``-F booking_id=...``) or, for
+``fetchappointment``, also as one ``data`` form field holding JSON.
+
+Rules a real booking system enforces: no reschedule of a cancelled, completed or
+no-show booking; a reschedule to the current start is refused; a booking cannot
+be completed or marked no-show before it starts; a finished booking
+(cancelled, completed, no-show) takes no further action.
+
+Every change (by the API or an admin edit) POSTs to ``bookings_webhook_url``:
+``{"event": "appointment_rescheduled"|"appointment_cancelled"|"appointment_completed"|
+"appointment_noshow", "booking_id", "status", "start_time", "end_time", "time_zone",
+"staff_id", "service_id", "changed_by": "api"|"ui", "event_time"}`` (Zoho does not
+document its webhook payload; this one carries at least ``booking_id``).
+``fetchappointment`` pages hold ``per_page`` bookings (default 50, at most 100;
+not documented by Zoho) and an empty page is ``{"response": [], "next_page_available": false}``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from . import clock
+from .auth import api_domain, require_bookings
+from .errors import BookingsError
+from .state import SandboxState
+
+router = APIRouter(prefix="/bookings/v1/json")
+
+STATUSES = ("UPCOMING", "CANCEL", "ONGOING", "PENDING", "COMPLETED", "NO_SHOW")
+FINISHED = {"CANCEL": "cancelled", "COMPLETED": "completed", "NO_SHOW": "marked as no-show"}
+ACTIONS = {"completed": ("COMPLETED", "appointment_completed"), "cancel": ("CANCEL", "appointment_cancelled"), "noshow": ("NO_SHOW", "appointment_noshow")}
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 100
+
+
+def start_of(booking: dict[str, Any]) -> datetime:
+    """The booking's start instant (aware, UTC)."""
+    return datetime.fromisoformat(booking["start_utc"])
+
+
+def status_of(booking: dict[str, Any], now: datetime) -> str:
+    """The status Bookings shows: an ``UPCOMING`` booking under way is ``ONGOING``."""
+    start = start_of(booking)
+    if booking["status"] == "UPCOMING" and start <= now < start + timedelta(minutes=booking["duration"]):
+        return "ONGOING"
+    return booking["status"]
+
+
+def view(booking: dict[str, Any], base_url: str, now: datetime) -> dict[str, Any]:
+    """A booking as the API answers it."""
+    tz = booking["time_zone"]
+    start = start_of(booking)
+    end = start + timedelta(minutes=booking["duration"])
+    return {
+        "booking_id": booking["booking_id"],
+        "service_id": booking["service_id"],
+        "service_name": booking["service_name"],
+        "staff_id": booking["staff_id"],
+        "staff_name": booking["staff_name"],
+        "start_time": clock.to_bookings(start, tz),
+        "end_time": clock.to_bookings(end, tz),
+        "time_zone": tz,
+        "customer_booking_start_time": clock.to_bookings(start, tz),
+        "customer_booking_time_zone": tz,
+        "duration": f"{booking['duration']} mins",
+        "status": status_of(booking, now),
+        "customer_name": booking["customer_name"],
+        "customer_email": booking["customer_email"],
+        "customer_contact_no": booking["customer_contact_no"],
+        "customer_more_info": booking["customer_more_info"],
+        "cost": booking["cost"],
+        "currency": booking["currency"],
+        "booked_on": clock.to_bookings(datetime.fromisoformat(booking["booked_on_utc"]), tz),
+        "summary_url": f"{base_url}/bookings/portal/#/appointment/{quote(booking['booking_id'], safe='')}",
+    }
+
+
+def ok(value: Any) -> JSONResponse:
+    """The success envelope."""
+    return JSONResponse({"response": {"returnvalue": value, "status": "success"}})
+
+
+async def params(request: Request) -> dict[str, Any]:
+    """Query string, form fields, and the keys of a JSON ``data`` form field, merged."""
+    out: dict[str, Any] = dict(request.query_params)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        out.update({k: v for k, v in form.items() if isinstance(v, str)})
+    elif ctype.startswith("application/json"):
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BookingsError("Invalid JSON in the request body") from None
+        if isinstance(body, dict):
+            out.update(body)
+    if isinstance(out.get("data"), str):
+        try:
+            data = json.loads(out.pop("data"))
+        except ValueError:
+            raise BookingsError("Invalid JSON in the data parameter") from None
+        if isinstance(data, dict):
+            out.update(data)
+    return out
+
+
+def _booking(state: SandboxState, booking_id: Any) -> dict[str, Any]:
+    if not booking_id:
+        raise BookingsError("booking_id is mandatory")
+    booking = state.bookings.get(str(booking_id))
+    if booking is None:
+        raise BookingsError(f"Invalid booking_id {booking_id}")
+    return booking
+
+
+def webhook(state: SandboxState, request: Request, booking: dict[str, Any], event: str, changed_by: str) -> None:
+    """Queue the Bookings webhook for a change of ``booking``."""
+    cfg = state.config
+    if not cfg.bookings_webhook_url:
+        return
+    tz = booking["time_zone"]
+    start = start_of(booking)
+    payload = {
+        "event": event,
+        "booking_id": booking["booking_id"],
+        "status": booking["status"],
+        "start_time": clock.to_bookings(start, tz),
+        "end_time": clock.to_bookings(start + timedelta(minutes=booking["duration"]), tz),
+        "time_zone": tz,
+        "staff_id": booking["staff_id"],
+        "service_id": booking["service_id"],
+        "changed_by": changed_by,
+        "event_time": clock.now().isoformat(),
+    }
+    request.app.state.outbox.send("bookings_webhook", cfg.bookings_webhook_url, payload, cfg.bookings_webhook_headers)
+
+
+def reschedule(state: SandboxState, booking: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """Apply a reschedule (``start_time``, ``staff_id`` or ``group_id``); raises :class:`BookingsError`."""
+    if booking["status"] in FINISHED:
+        raise BookingsError(f"Appointment cannot be rescheduled as it is {FINISHED[booking['status']]}")
+    if not any(p.get(k) for k in ("start_time", "staff_id", "group_id")):
+        raise BookingsError("One of staff_id, group_id or start_time is mandatory")
+    new = dict(booking)
+    if p.get("start_time"):
+        try:
+            start = clock.parse_bookings(p["start_time"], booking["time_zone"]).astimezone(clock.UTC)
+        except ValueError:
+            raise BookingsError("Invalid start_time: use dd-MMM-yyyy HH:mm:ss (24-hour)") from None
+        if start == start_of(booking):
+            raise BookingsError("The appointment is already scheduled for the given start_time")
+        new["start_utc"] = start.isoformat()
+    if p.get("staff_id"):
+        staff = {b["staff_id"]: b for b in state.bookings.values()}
+        if str(p["staff_id"]) not in staff:
+            raise BookingsError(f"Invalid staff_id {p['staff_id']}")
+        s = staff[str(p["staff_id"])]
+        new.update(staff_id=s["staff_id"], staff_name=s["staff_name"], staff_email=s["staff_email"])
+    new["modified_utc"] = clock.now().isoformat()
+    return new
+
+
+def update(booking: dict[str, Any], action: Any) -> tuple[dict[str, Any], str]:
+    """Apply ``action`` (``completed``, ``cancel``, ``noshow``); returns the booking and webhook event."""
+    if action not in ACTIONS:
+        raise BookingsError("Invalid action: use completed, cancel or noshow")
+    if booking["status"] in FINISHED:
+        raise BookingsError(f"Appointment is already {FINISHED[booking['status']]}")
+    status, event = ACTIONS[action]
+    if status in ("COMPLETED", "NO_SHOW") and start_of(booking) > clock.now():
+        raise BookingsError("Appointment cannot be marked as completed or no-show before it starts")
+    new = dict(booking, status=status, modified_utc=clock.now().isoformat())
+    return new, event
+
+
+def save(state: SandboxState, booking: dict[str, Any]) -> None:
+    """Store a changed booking (and persist it with ``--db``)."""
+    state.bookings[booking["booking_id"]] = booking
+    state.stats.writes["bookings"] += 1
+    state.save_records("bookings", {booking["booking_id"]: booking})
+
+
+@router.get("/getappointment")
+async def getappointment(request: Request) -> JSONResponse:
+    """One booking by ``booking_id``."""
+    require_bookings(request)
+    state: SandboxState = request.app.state.sandbox
+    booking = _booking(state, (await params(request)).get("booking_id"))
+    return ok(view(booking, api_domain(request), clock.now()))
+
+
+@router.post("/fetchappointment")
+async def fetchappointment(request: Request) -> JSONResponse:
+    """Bookings in a time window, optionally by status, service or staff, a page at a time."""
+    require_bookings(request)
+    state: SandboxState = request.app.state.sandbox
+    p = await params(request)
+    tz = state.config.org_time_zone
+    window = []
+    for key in ("from_time", "to_time"):
+        if p.get(key):
+            try:
+                window.append(clock.parse_bookings(p[key], tz))
+            except ValueError:
+                raise BookingsError(f"Invalid {key}: use dd-MMM-yyyy HH:mm:ss") from None
+        else:
+            window.append(None)
+    status = p.get("status")
+    if status and status not in STATUSES:
+        raise BookingsError(f"Invalid status: use one of {', '.join(STATUSES)}")
+    try:
+        page = int(p.get("page", 1))
+        per_page = int(p.get("per_page", DEFAULT_PER_PAGE))
+    except (TypeError, ValueError):
+        raise BookingsError("page and per_page should be numbers") from None
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise BookingsError(f"page should be at least 1 and per_page between 1 and {MAX_PER_PAGE}")
+    now = clock.now()
+    lo, hi = window
+    matches = [
+        b
+        for b in state.bookings.values()
+        if (lo is None or start_of(b) >= lo)
+        and (hi is None or start_of(b) <= hi)
+        and (not status or status_of(b, now) == status)
+        and (not p.get("service_id") or b["service_id"] == str(p["service_id"]))
+        and (not p.get("staff_id") or b["staff_id"] == str(p["staff_id"]))
+    ]
+    matches.sort(key=lambda b: (b["start_utc"], b["booking_id"]))
+    chunk = matches[(page - 1) * per_page : page * per_page]
+    base = api_domain(request)
+    return ok(
+        {
+            "response": [view(b, base, now) for b in chunk],
+            "next_page_available": page * per_page < len(matches),
+            "page": page,
+        }
+    )
+
+
+@router.post("/rescheduleappointment")
+async def rescheduleappointment(request: Request) -> JSONResponse:
+    """Move a booking to ``start_time`` (in its own ``time_zone``) or another staff member."""
+    require_bookings(request)
+    state: SandboxState = request.app.state.sandbox
+    p = await params(request)
+    booking = reschedule(state, _booking(state, p.get("booking_id")), p)
+    save(state, booking)
+    webhook(state, request, booking, "appointment_rescheduled", "api")
+    return ok(view(booking, api_domain(request), clock.now()))
+
+
+@router.post("/updateappointment")
+async def updateappointment(request: Request) -> JSONResponse:
+    """Mark a booking ``completed``, ``cancel`` or ``noshow``."""
+    require_bookings(request)
+    state: SandboxState = request.app.state.sandbox
+    p = await params(request)
+    booking, event = update(_booking(state, p.get("booking_id")), p.get("action"))
+    save(state, booking)
+    webhook(state, request, booking, event, "api")
+    return ok(view(booking, api_domain(request), clock.now()))

@@ -1,0 +1,491 @@
+"""CRM Bulk Read: create a job, read its status, download its result.
+
+Follows Zoho's Bulk Read documents (seed 001 and the notes in
+``shared/zoho-api-notes.md``):
+
+* ``POST /crm/bulk/{version}/read`` (JSON only, else 415) answers 201 with the job
+  in state ``ADDED``. ``query.module`` (``{"api_name": ...}`` or a plain string),
+  ``fields`` (empty: all), ``criteria`` (a condition or a nested
+  ``group_operator``/``group``), ``page`` or ``page_token``, ``cvid`` (accepted,
+  ignored), ``file_type`` ``csv`` or ``ics`` (``Events`` only, no ``fields``),
+  ``callback {url, method: post}``.
+* The job moves ``ADDED`` -> ``QUEUED`` -> ``IN PROGRESS`` -> ``COMPLETED`` (or
+  ``FAILURE``) over ``bulk_delay`` seconds. An unknown module or field, or a bad
+  criterion, fails the job with ``result.error_message {status, code, message,
+  details}``.
+* ``GET /crm/bulk/{version}/read/{job_id}`` answers ``{"data": [job]}``; on completion
+  ``result {page, per_page, count, download_url, more_records, next_page_token}``.
+  The callback URL receives the same JSON when the job ends.
+* ``GET .../read/{job_id}/result`` answers ``{job_id}.zip`` holding ``{job_id}.csv``
+  (first column ``Id``, then the requested fields; lookups as their ids; date-times
+  ISO 8601) or ``{job_id}.ics``. More than ``bulk_downloads_per_minute`` downloads
+  in a rolling minute answer 429 ``TOO_MANY_REQUESTS`` with ``Retry-After``.
+* One page holds ``bulk_page_size`` records (200,000; ICS 20,000); the next page
+  is a new job with ``query.page_token`` = the previous ``next_page_token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+import time
+import zipfile
+from datetime import datetime
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from . import clock
+from .auth import require_crm
+from .crm import _json_body, check_version, effective_status
+from .errors import CrmError
+from .schema import COMPARATORS, FIELD_INDEX, MODULE_IDS, MODULES
+from .seed import API_USER
+from .state import BulkJob, SandboxState
+
+router = APIRouter()
+
+ICS_PAGE_LIMIT = 20_000
+EMPTY = "${EMPTY}"
+
+
+class CriteriaError(Exception):
+    """A criterion the job cannot evaluate; carries Zoho's error ``details``."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# ---------------------------------------------------------------------- criteria
+def _raw(rec: dict[str, Any], api_name: str, data_type: str, now: datetime) -> Any:
+    value = rec.get(api_name)
+    if api_name == "Status" and "Appointment_Start_Time" in rec:
+        value = effective_status(rec, now)
+    if data_type in ("lookup", "ownerlookup") and isinstance(value, dict):
+        return value.get("id")
+    return value
+
+
+def _coerce(value: Any, data_type: str, api_name: str) -> Any:
+    try:
+        if data_type == "datetime":
+            return clock.parse_iso(value)
+        if data_type in ("integer", "bigint"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if data_type == "boolean":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false"):
+                return str(value).lower() == "true"
+            raise ValueError
+        if data_type in ("lookup", "ownerlookup"):
+            return str(value)
+        if not isinstance(value, (str, int, float)):
+            raise ValueError
+        return str(value).casefold()
+    except (ValueError, TypeError):
+        raise CriteriaError("invalid value for the field's data type", api_name=api_name, value=value) from None
+
+
+def _record_value(raw: Any, data_type: str) -> Any:
+    if raw is None or raw == "":
+        return None
+    if data_type == "datetime":
+        return clock.parse_iso(raw)
+    if data_type in ("integer", "bigint"):
+        return int(raw)
+    if data_type == "boolean":
+        return bool(raw)
+    if data_type in ("lookup", "ownerlookup"):
+        return str(raw)
+    return str(raw).casefold()
+
+
+def compile_criteria(module: str, node: Any, now: datetime) -> Callable[[dict[str, Any]], bool]:
+    """Turn a criteria tree into a predicate over records; raises :class:`CriteriaError`.
+
+    A node is a group ``{"group_operator": "and"|"or", "group": [nodes]}`` or a
+    condition ``{"field": {"api_name": ...}, "comparator": ..., "value": ...}``
+    (``"api_name"`` directly in the condition, as v2 wrote it, is accepted too).
+    Text compares ignore case; ``between`` is inclusive; ``${EMPTY}`` matches an
+    empty value.
+    """
+    if not isinstance(node, dict):
+        raise CriteriaError("criteria should be a JSON object")
+    if "group" in node or "group_operator" in node:
+        op = node.get("group_operator")
+        group = node.get("group")
+        if op not in ("and", "or", "AND", "OR"):
+            raise CriteriaError("invalid group_operator", group_operator=op)
+        if not isinstance(group, list) or not group:
+            raise CriteriaError("group should be a non-empty array", api_name="group")
+        parts = [compile_criteria(module, child, now) for child in group]
+        if op.lower() == "and":
+            return lambda rec: all(p(rec) for p in parts)
+        return lambda rec: any(p(rec) for p in parts)
+    field_ref = node.get("field")
+    api_name = field_ref.get("api_name") if isinstance(field_ref, dict) else node.get("api_name")
+    field = FIELD_INDEX[module].get(api_name) if isinstance(api_name, str) else None
+    if field is None:
+        raise CriteriaError("invalid field in criteria", api_name=api_name)
+    comparator = node.get("comparator")
+    dtype = field.data_type
+    if comparator not in COMPARATORS.get(dtype, frozenset()):
+        raise CriteriaError("the comparator is not supported for the field's data type", api_name=api_name, comparator=comparator)
+    if "value" not in node:
+        raise CriteriaError("value is missing in criteria", api_name=api_name)
+    value = node["value"]
+    get = lambda rec: _record_value(_raw(rec, api_name, dtype, now), dtype)  # noqa: E731
+
+    if comparator in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise CriteriaError("in/not_in need a non-empty array", api_name=api_name)
+        wanted = {_coerce(v, dtype, api_name) for v in value}
+        if comparator == "in":
+            return lambda rec: get(rec) in wanted
+        return lambda rec: get(rec) not in wanted
+    if comparator in ("between", "not_between"):
+        if not isinstance(value, list) or len(value) != 2:
+            raise CriteriaError("between needs an array of two values", api_name=api_name)
+        lo, hi = (_coerce(v, dtype, api_name) for v in value)
+        if comparator == "between":
+            return lambda rec: (v := get(rec)) is not None and lo <= v <= hi
+        return lambda rec: (v := get(rec)) is None or not lo <= v <= hi
+    if value == EMPTY:
+        if comparator == "equal":
+            return lambda rec: get(rec) is None
+        if comparator == "not_equal":
+            return lambda rec: get(rec) is not None
+    target = _coerce(value, dtype, api_name)
+    ops: dict[str, Callable[[Any], bool]] = {
+        "equal": lambda v: v == target,
+        "not_equal": lambda v: v != target,
+        "greater_than": lambda v: v is not None and v > target,
+        "greater_equal": lambda v: v is not None and v >= target,
+        "less_than": lambda v: v is not None and v < target,
+        "less_equal": lambda v: v is not None and v <= target,
+        "starts_with": lambda v: v is not None and v.startswith(target),
+        "ends_with": lambda v: v is not None and v.endswith(target),
+        "contains": lambda v: v is not None and target in v,
+        "not_contains": lambda v: v is None or target not in v,
+    }
+    test = ops[comparator]
+    return lambda rec: test(get(rec))
+
+
+# ----------------------------------------------------------------- result files
+def _cell(value: Any, data_type: str) -> str:
+    if value is None:
+        return ""
+    if data_type in ("lookup", "ownerlookup") and isinstance(value, dict):
+        return str(value.get("id", ""))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_csv_zip(job_id: str, module: str, fields: list[str], records: list[dict[str, Any]], now: datetime) -> bytes:
+    """``{job_id}.zip`` holding ``{job_id}.csv``: header ``Id`` + ``fields``, one row per record."""
+    index = FIELD_INDEX[module]
+    columns = [f for f in fields if f != "id"]
+    types = [index[f].data_type for f in columns]
+    buf = io.BytesIO()
+    status_col = "Status" in columns and module == "Appointments__s"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(f"{job_id}.csv", "w", force_zip64=True) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(["Id", *columns])
+            for rec in records:
+                row = [rec["id"]]
+                for name, dtype in zip(columns, types):
+                    if status_col and name == "Status":
+                        row.append(effective_status(rec, now))
+                    else:
+                        row.append(_cell(rec.get(name), dtype))
+                writer.writerow(row)
+            text.flush()
+            text.detach()
+    return buf.getvalue()
+
+
+def _ics_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\r\n", "\\n").replace("\n", "\\n")
+
+
+def _ics_time(value: str) -> str:
+    return clock.parse_iso(value).astimezone(clock.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _fold(line: str) -> str:
+    out, data = [], line.encode()
+    while len(data) > 75:
+        cut = 75 if not out else 74
+        while cut > 0 and (data[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
+            cut -= 1
+        out.append(data[:cut].decode())
+        data = data[cut:]
+    out.append(data.decode())
+    return "\r\n ".join(out)
+
+
+def write_ics_zip(job_id: str, records: list[dict[str, Any]]) -> bytes:
+    """``{job_id}.zip`` holding ``{job_id}.ics``: one ``VEVENT`` per Events record (RFC 5545)."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Zoho Sandbox//CRM Bulk Read//EN", "CALSCALE:GREGORIAN"]
+    for rec in records:
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:{rec['id']}",
+            f"DTSTAMP:{_ics_time(rec['Modified_Time'])}",
+            f"DTSTART:{_ics_time(rec['Start_DateTime'])}",
+            f"DTEND:{_ics_time(rec['End_DateTime'])}",
+            _fold(f"SUMMARY:{_ics_text(rec.get('Event_Title') or '')}"),
+            _fold(f"DESCRIPTION:{_ics_text(rec.get('Description') or '')}"),
+            _fold(f"LOCATION:{_ics_text(rec.get('Venue') or '')}"),
+            f"CREATED:{_ics_time(rec['Created_Time'])}",
+            f"LAST-MODIFIED:{_ics_time(rec['Modified_Time'])}",
+            _fold(f"X-ZOHO-BOOKING-ID:{_ics_text(rec.get('Booking_Id') or '')}"),
+            "END:VEVENT",
+        ]
+    lines.append("END:VCALENDAR")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr(f"{job_id}.ics", "\r\n".join(lines) + "\r\n")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------- jobs
+def _page_token(offset: int, job: BulkJob) -> str:
+    raw = json.dumps({"o": offset, "p": job.page + 1, "m": job.module, "e": time.time() + 86400})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _read_page_token(token: Any) -> tuple[int, int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
+        if data["e"] < time.time():
+            raise CrmError("INVALID_DATA", 400, "the page_token has expired", {"api_name": "page_token"})
+        return int(data["o"]), int(data["p"]), str(data["m"])
+    except (ValueError, KeyError, TypeError):
+        raise CrmError("INVALID_DATA", 400, "invalid page_token", {"api_name": "page_token"}) from None
+
+
+def _fail(job: BulkJob, message: str, details: dict[str, Any], code: str = "INVALID_DATA") -> None:
+    job.error = {"status": "error", "code": code, "message": message, "details": details}
+
+
+def process(job: BulkJob, records: list[dict[str, Any]], config_page_size: int) -> None:
+    """Evaluate the job against ``records`` and build its result (runs in a worker thread)."""
+    now = clock.now()
+    q = job.query
+    if job.module not in MODULES:
+        _fail(job, "the module name given seems to be invalid", {"api_name": "module"}, "INVALID_MODULE")
+        return
+    fields = q.get("fields") or []
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        _fail(job, "fields should be an array of field API names", {"api_name": "fields"})
+        return
+    unknown = [f for f in fields if f not in FIELD_INDEX[job.module]]
+    if unknown:
+        _fail(job, "invalid field", {"api_name": unknown[0]})
+        return
+    try:
+        predicate = compile_criteria(job.module, q["criteria"], now) if q.get("criteria") else None
+    except CriteriaError as exc:
+        _fail(job, exc.message, exc.details)
+        return
+    selected = [r for r in records if predicate is None or predicate(r)]
+    selected.sort(key=lambda r: int(r["id"]))
+    page_size = min(config_page_size, ICS_PAGE_LIMIT) if job.file_type == "ics" else config_page_size
+    chunk = selected[job.offset : job.offset + page_size]
+    more = job.offset + page_size < len(selected)
+    if job.file_type == "ics":
+        job.zip_bytes = write_ics_zip(job.id, chunk)
+    else:
+        columns = fields or [f.api_name for f in MODULES[job.module]]
+        job.zip_bytes = write_csv_zip(job.id, job.module, columns, chunk, now)
+    job.result = {
+        "page": job.page,
+        "per_page": page_size,
+        "count": len(chunk),
+        "download_url": f"/crm/bulk/{{version}}/read/{job.id}/result",
+        "more_records": more,
+    }
+    if more:
+        job.result["next_page_token"] = _page_token(job.offset + page_size, job)
+
+
+def job_json(job: BulkJob, version: str, now: float, delay: float, done: bool) -> dict[str, Any]:
+    """The job as ``GET .../read/{job_id}`` shows it."""
+    if done:
+        state = "FAILURE" if job.error else "COMPLETED"
+    else:
+        elapsed = now - job.created_at
+        state = "ADDED" if elapsed < delay / 3 else "QUEUED" if elapsed < 2 * delay / 3 else "IN PROGRESS"
+    query: dict[str, Any] = {
+        "module": {"id": MODULE_IDS.get(job.module, ""), "api_name": job.module},
+        "page": job.page,
+    }
+    for key in ("fields", "criteria", "cvid"):
+        if job.query.get(key):
+            query[key] = job.query[key]
+    body: dict[str, Any] = {
+        "id": job.id,
+        "operation": "read",
+        "state": state,
+        "query": query,
+        "created_by": {"id": API_USER["id"], "name": API_USER["name"]},
+        "created_time": job.created_time,
+        "file_type": job.file_type,
+    }
+    if job.callback:
+        body["callback"] = job.callback
+    if state == "COMPLETED" and job.result:
+        result = dict(job.result)
+        result["download_url"] = result["download_url"].replace("{version}", version)
+        body["result"] = result
+    elif state == "FAILURE":
+        body["result"] = {"page": job.page, "error_message": job.error}
+    return body
+
+
+async def run_job(app: Any, job: BulkJob, version: str) -> None:
+    """Wait ``bulk_delay``, build the result off the event loop, then POST the callback."""
+    state: SandboxState = app.state.sandbox
+    await asyncio.sleep(state.config.bulk_delay)
+    store = state.module_store(job.module) if job.module in MODULES else {}
+    snapshot = list(store.values())
+    await asyncio.to_thread(process, job, snapshot, state.config.bulk_page_size)
+    job.finished_at = time.time()
+    if job.callback and job.callback.get("url"):
+        body = {"data": [job_json(job, version, time.time(), state.config.bulk_delay, True)]}
+        app.state.outbox.send("bulk_callback", job.callback["url"], body)
+        job.callback_sent = True
+
+
+# ----------------------------------------------------------------------- routes
+@router.post("/crm/bulk/{version}/read", status_code=201)
+async def create_job(version: str, request: Request) -> JSONResponse:
+    """Create a Bulk Read job."""
+    check_version(version)
+    info = require_crm(request, "ZohoCRM.bulk.read")
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise CrmError("INVALID_DATA", 415, "Unsupported Media Type: send application/json", {"expected_content_type": "application/json"})
+    state: SandboxState = request.app.state.sandbox
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("query"), dict):
+        raise CrmError("MANDATORY_NOT_FOUND", 400, details={"api_name": "query"})
+    query = dict(body["query"])
+    module = query.get("module")
+    module = module.get("api_name") if isinstance(module, dict) else module
+    if not module or not isinstance(module, str):
+        raise CrmError("MANDATORY_NOT_FOUND", 400, details={"api_name": "module"})
+    if module in MODULES:
+        require_crm(request, f"ZohoCRM.modules.{module}.READ")
+    file_type = body.get("file_type", "csv")
+    if file_type not in ("csv", "ics"):
+        raise CrmError("INVALID_DATA", 400, "file_type should be csv or ics", {"api_name": "file_type"})
+    if file_type == "ics" and (module != "Events" or query.get("fields")):
+        raise CrmError("INVALID_DATA", 400, "ics is only for Events, without fields", {"api_name": "file_type"})
+    callback = body.get("callback")
+    if callback is not None:
+        if not isinstance(callback, dict) or not str(callback.get("url", "")).startswith(("http://", "https://")):
+            raise CrmError("INVALID_DATA", 400, "invalid callback url", {"api_name": "url"})
+        if str(callback.get("method", "post")).lower() != "post":
+            raise CrmError("INVALID_DATA", 400, "callback method should be post", {"api_name": "method"})
+    page = query.get("page", 1)
+    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+        raise CrmError("INVALID_DATA", 400, "invalid page", {"api_name": "page"})
+    offset = (page - 1) * (min(state.config.bulk_page_size, ICS_PAGE_LIMIT) if file_type == "ics" else state.config.bulk_page_size)
+    if query.get("page_token"):
+        offset, page, token_module = _read_page_token(query["page_token"])
+        if token_module != module:
+            raise CrmError("INVALID_DATA", 400, "the page_token belongs to another module", {"api_name": "page_token"})
+    query["module"] = module
+    job = BulkJob(
+        id=state.new_job_id(),
+        module=module,
+        query=query,
+        file_type=file_type,
+        created_at=time.time(),
+        created_time=clock.to_crm(clock.now(), state.config.org_time_zone),
+        callback=callback,
+        token=request.headers.get("authorization", ""),
+        offset=offset,
+        page=page,
+    )
+    state.jobs[job.id] = job
+    state.stats.bulk_jobs_created += 1
+    request.app.state.bulk_tasks[job.id] = asyncio.create_task(run_job(request.app, job, version))
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "status": "success",
+                    "code": "ADDED_SUCCESSFULLY",
+                    "message": "Added successfully.",
+                    "details": {
+                        "id": job.id,
+                        "operation": "read",
+                        "state": "ADDED",
+                        "created_by": {"id": API_USER["id"], "name": API_USER["name"]},
+                        "created_time": job.created_time,
+                    },
+                }
+            ],
+            "info": {},
+        },
+        status_code=201,
+    )
+
+
+def _job(request: Request, job_id: str) -> BulkJob:
+    job = request.app.state.sandbox.jobs.get(job_id)
+    if job is None:
+        raise CrmError("INVALID_DATA", 400, "the job id given seems to be invalid", {"api_name": "job_id"})
+    return job
+
+
+@router.get("/crm/bulk/{version}/read/{job_id}")
+async def job_status(version: str, job_id: str, request: Request) -> JSONResponse:
+    """The job's state (and result once it has ended)."""
+    check_version(version)
+    require_crm(request, "ZohoCRM.bulk.read")
+    job = _job(request, job_id)
+    state: SandboxState = request.app.state.sandbox
+    done = job.finished_at is not None
+    return JSONResponse({"data": [job_json(job, version, time.time(), state.config.bulk_delay, done)]})
+
+
+@router.get("/crm/bulk/{version}/read/{job_id}/result")
+async def job_result(version: str, job_id: str, request: Request) -> Response:
+    """The job's zip file."""
+    check_version(version)
+    require_crm(request, "ZohoCRM.bulk.read")
+    state: SandboxState = request.app.state.sandbox
+    job = _job(request, job_id)
+    if job.finished_at is None or job.zip_bytes is None:
+        raise CrmError("INVALID_DATA", 400, "the job has not completed", {"api_name": "job_id", "state": "not completed"})
+    if time.time() > job.finished_at + state.config.bulk_result_ttl:
+        raise CrmError("INVALID_DATA", 400, "the result of this job has expired", {"api_name": "job_id"})
+    now = time.time()
+    while state.downloads and state.downloads[0] < now - 60:
+        state.downloads.popleft()
+    if len(state.downloads) >= state.config.bulk_downloads_per_minute:
+        retry_after = max(1, int(state.downloads[0] + 60 - now) + 1)
+        raise CrmError("TOO_MANY_REQUESTS", 429, details={"limit": state.config.bulk_downloads_per_minute}, headers={"Retry-After": str(retry_after)})
+    state.downloads.append(now)
+    state.stats.bulk_downloads += 1
+    return Response(
+        content=job.zip_bytes,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'},
+    )

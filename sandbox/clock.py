@@ -1,0 +1,65 @@
+"""Time helpers: every instant inside the sandbox is an aware ``datetime``.
+
+Strings exist only at the edges: ISO 8601 with offset for CRM (in the org's time
+zone, seconds precision, as Zoho answers) and ``dd-MMM-yyyy HH:mm:ss`` in a
+booking's own ``time_zone`` for Bookings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBER = {name.lower(): i + 1 for i, name in enumerate(_MONTHS)}
+
+UTC = timezone.utc
+
+
+def now() -> datetime:
+    """The current instant, UTC, whole seconds (Zoho's times carry no fractions)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def to_crm(instant: datetime, tz: str) -> str:
+    """``2023-04-05T10:00:00+05:30``: ``instant`` shown in time zone ``tz``."""
+    return instant.astimezone(ZoneInfo(tz)).replace(microsecond=0).isoformat()
+
+
+def parse_iso(value: object) -> datetime:
+    """Parse an ISO 8601 date-time with an offset (``Z`` accepted).
+
+    Raises ``ValueError`` for anything else, including a time without an offset:
+    Zoho's documents always send and expect the offset.
+    """
+    if not isinstance(value, str) or "T" not in value:
+        raise ValueError(f"not an ISO 8601 date-time: {value!r}")
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"ISO 8601 date-time without an offset: {value!r}")
+    return parsed
+
+
+def to_bookings(instant: datetime, tz: str) -> str:
+    """``28-May-2019 13:00:00``: ``instant`` as wall time in ``tz`` (English month names)."""
+    local = instant.astimezone(ZoneInfo(tz))
+    return f"{local.day:02d}-{_MONTHS[local.month - 1]}-{local.year:04d} {local:%H:%M:%S}"
+
+
+def parse_bookings(value: object, tz: str) -> datetime:
+    """Parse ``dd-MMM-yyyy HH:mm:ss`` (24-hour) as wall time in ``tz``.
+
+    A wall time that falls in a daylight-saving gap or fold is resolved with
+    ``fold=0`` (the earlier offset), as ``zoneinfo`` does. Raises ``ValueError``.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"not a dd-MMM-yyyy HH:mm:ss time: {value!r}")
+    try:
+        date_part, time_part = value.strip().split(" ")
+        day, month, year = date_part.split("-")
+        hour, minute, second = (int(x) for x in time_part.split(":"))
+        naive = datetime(int(year), _MONTH_NUMBER[month.lower()], int(day), hour, minute, second)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"not a dd-MMM-yyyy HH:mm:ss time: {value!r}") from exc
+    return naive.replace(tzinfo=ZoneInfo(tz))

@@ -1,0 +1,87 @@
+"""Run-time settings of the sandbox.
+
+Every knob here can be set on the command line (``appt-sync sandbox --help``)
+and most can be changed while the server runs with ``PUT /__sandbox/config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: Time zones the seed draws booking time zones from: three with daylight-saving
+#: changes and one without.
+SEED_TIME_ZONES = ("America/New_York", "Europe/London", "Australia/Sydney", "Asia/Kolkata")
+
+
+@dataclass
+class SandboxConfig:
+    """Settings of one sandbox instance.
+
+    Times are seconds unless the name says otherwise.
+    """
+
+    #: Appointments the seed creates (each one is a booking, an
+    #: ``Appointments__s`` record and an ``Events`` record, linked by ``Booking_Id``).
+    appointments: int = 2000
+    #: Seed of the deterministic data generator.
+    seed: int = 42
+    #: ISO date (``YYYY-MM-DD``) the seeded appointments are spread around
+    #: (-30 to +30 days). Empty: today's date in UTC at reset time.
+    anchor_date: str = ""
+    #: Time zone CRM answers in (the CRM user's time zone) and the one Bookings'
+    #: ``fetchappointment`` reads ``from_time``/``to_time`` in.
+    org_time_zone: str = "Asia/Kolkata"
+    #: ``expires_in`` of minted access tokens.
+    token_ttl: int = 3600
+    #: Access tokens one refresh token may mint per ``token_window`` seconds.
+    token_mint_limit: int = 10
+    token_window: int = 600
+    #: Active access tokens per refresh token; minting one more invalidates the oldest.
+    max_active_tokens: int = 15
+    #: Seconds a Bulk Read job takes from ``ADDED`` to ``COMPLETED``; the states
+    #: ``ADDED``, ``QUEUED`` and ``IN PROGRESS`` each take a third of it.
+    bulk_delay: float = 3.0
+    #: Records per Bulk Read page (Zoho: 200,000; ICS pages are capped at 20,000).
+    bulk_page_size: int = 200_000
+    #: Result downloads allowed per rolling minute before 429.
+    bulk_downloads_per_minute: int = 10
+    #: Seconds a completed job's result stays downloadable.
+    bulk_result_ttl: int = 86_400
+    #: Zoho's "Ask the user to mark the Appointment as completed" preference:
+    #: when false, ``Status: Completed`` through the API answers ``NOT_ALLOWED``.
+    ask_to_mark_completed: bool = True
+    #: Appointment preference "job sheet mandatory": completing without
+    #: ``Job_Sheet_Name`` answers ``MANDATORY_NOT_FOUND``.
+    job_sheet_mandatory: bool = False
+    #: Where every booking change is POSTed (empty: nowhere).
+    bookings_webhook_url: str = ""
+    #: Extra headers sent with each Bookings webhook (e.g. a shared secret).
+    bookings_webhook_headers: dict[str, str] = field(default_factory=dict)
+    #: Let notifications, webhooks and callbacks go to non-loopback hosts.
+    #: Off by default: the sandbox never sends traffic off this machine.
+    allow_remote_callbacks: bool = False
+    #: Base URL returned as ``api_domain`` (empty: the URL the request came in on).
+    public_url: str = ""
+
+    def update(self, changes: dict[str, Any]) -> list[str]:
+        """Apply ``changes`` (name -> value); returns the names that are not settings."""
+        known = {f.name: f for f in fields(self)}
+        unknown = [name for name in changes if name not in known]
+        for name, value in changes.items():
+            if name in known:
+                current = getattr(self, name)
+                if isinstance(current, bool):
+                    value = bool(value)
+                elif isinstance(current, int):
+                    value = int(value)
+                elif isinstance(current, float):
+                    value = float(value)
+                setattr(self, name, value)
+        return unknown
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (webhook headers are masked)."""
+        out = asdict(self)
+        out["bookings_webhook_headers"] = {k: "********" for k in self.bookings_webhook_headers}
+        return out

@@ -1,0 +1,215 @@
+"""Shared fixtures: a real sandbox server on a free loopback port, and a receiver for its POSTs.
+
+The sandbox runs as a subprocess (``python -m sandbox``) for the whole session;
+every test that uses the ``sandbox`` fixture gets it freshly re-seeded with the
+test settings below, so tests do not see each other's writes, tokens or faults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Settings every test starts from (see ``sandbox/config.py``).
+TEST_CONFIG: dict[str, Any] = {
+    "appointments": 300,
+    "seed": 7,
+    "anchor_date": "",
+    "bulk_delay": 0.3,
+    "bulk_page_size": 200_000,
+    "bulk_downloads_per_minute": 10,
+    "token_ttl": 3600,
+    "token_mint_limit": 10,
+    "token_window": 600,
+    "max_active_tokens": 15,
+    "ask_to_mark_completed": True,
+    "job_sheet_mandatory": False,
+    "bookings_webhook_url": "",
+    "bookings_webhook_headers": {},
+    "allow_remote_callbacks": False,
+    "public_url": "",
+}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200, or fail the test run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
+    """Start ``python -m sandbox`` on a free port for the session; yields its base URL."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("sandbox") / "sandbox.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", str(port), "--appointments", "300", "--seed", "7", "--bulk-delay", "0.3"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/__sandbox/health")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@dataclass
+class Sandbox:
+    """A freshly reset sandbox and helpers to drive it over HTTP."""
+
+    url: str
+    http: httpx.Client
+    creds: dict[str, str] = field(default_factory=dict)
+
+    def mint(self, **overrides: str) -> httpx.Response:
+        """``POST /oauth/v2/token`` with the sandbox's refresh token (form body)."""
+        data = {
+            "grant_type": "refresh_token",
+            "client_id": self.creds["client_id"],
+            "client_secret": self.creds["client_secret"],
+            "refresh_token": self.creds["refresh_token"],
+            **overrides,
+        }
+        return self.http.post("/oauth/v2/token", data=data)
+
+    def token(self) -> str:
+        """A fresh access token."""
+        body = self.mint().json()
+        assert "access_token" in body, body
+        return body["access_token"]
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        """``Authorization: Zoho-oauthtoken ...`` headers."""
+        return {"Authorization": f"Zoho-oauthtoken {token or self.token()}"}
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An httpx client on the sandbox with a valid token."""
+        return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=30)
+
+    def config(self, **changes: Any) -> dict[str, Any]:
+        """Change sandbox settings."""
+        r = self.http.put("/__sandbox/config", json=changes)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def faults(self, **groups: dict[str, float]) -> None:
+        """Set faults per route group."""
+        r = self.http.put("/__sandbox/faults", json=groups)
+        assert r.status_code == 200, r.text
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /__sandbox/stats``."""
+        return self.http.get("/__sandbox/stats").json()
+
+    def dump(self, **params: str) -> dict[str, Any]:
+        """``GET /__sandbox/dump``."""
+        return self.http.get("/__sandbox/dump", params=params).json()
+
+    def drain(self) -> None:
+        """Wait until the sandbox has sent every queued notification, webhook and callback."""
+        self.http.post("/__sandbox/outbox/drain").raise_for_status()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: str):
+    """The session's sandbox, re-seeded with :data:`TEST_CONFIG` for this test."""
+    with httpx.Client(base_url=sandbox_server, timeout=60) as http:
+        r = http.put("/__sandbox/config", json=TEST_CONFIG)
+        assert r.status_code == 200, r.text
+        http.delete("/__sandbox/faults").raise_for_status()
+        http.post("/__sandbox/reset", json={}).raise_for_status()
+        creds = http.get("/__sandbox/credentials").json()
+        yield Sandbox(sandbox_server, http, creds)
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server that records every POST it receives."""
+
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    status_code: int = 200
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first received request (``{"path", "headers", "json"}``) matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in list(self.received):
+                if predicate(item):
+                    return item
+            time.sleep(0.05)
+        raise AssertionError(f"nothing matching arrived within {timeout} s; got {self.received!r}")
+
+
+@pytest.fixture(scope="session")
+def _receiver_server():
+    app = FastAPI()
+    receiver = Receiver(url="")
+
+    @app.post("/{path:path}")
+    async def collect(path: str, request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        receiver.received.append({"path": "/" + path, "headers": dict(request.headers), "query": dict(request.query_params), "json": body})
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"ok": True}, status_code=receiver.status_code)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    receiver.url = f"http://127.0.0.1:{port}"
+    yield receiver
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def receiver(_receiver_server: Receiver) -> Receiver:
+    """The receiver, emptied for this test."""
+    _receiver_server.received.clear()
+    _receiver_server.status_code = 200
+    return _receiver_server
