@@ -1,4 +1,5 @@
 """Pure Zoho API layer: httpx clients, pydantic models and typed errors. Never imports Prefect.
 
-Built in issue 3; empty until then.
+Modules: ``clients`` (Accounts, CRM, Bookings), ``auth`` (token providers and the
+``httpx.Auth``), ``errors``, ``models``, ``timefmt``, ``datacentres``.
 """

@@ -1,0 +1,171 @@
+"""Access-token plumbing: the token-provider protocol and an ``httpx.Auth`` using it.
+
+A *token provider* hands out a valid access token. :class:`ZohoAuth` puts it in
+``Authorization: Zoho-oauthtoken <token>`` and, when Zoho answers 401
+``INVALID_TOKEN`` once, asks the provider for a fresh one (naming the rejected
+token, so a provider shared between processes refreshes only if nobody else has
+already) and repeats the request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, AsyncGenerator, Protocol
+
+import httpx
+from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from .clients import AccountsClient
+
+#: Refresh a token this long before it expires.
+DEFAULT_MARGIN = timedelta(minutes=5)
+
+
+class TokenProvider(Protocol):
+    """Something that hands out a valid access token."""
+
+    async def get_access_token(self, *, rejected: SecretStr | None = None) -> SecretStr:
+        """A token valid for at least the provider's margin. ``rejected``: a token
+        Zoho just refused; the provider must not return it again."""
+        ...
+
+
+def is_invalid_token(response: httpx.Response) -> bool:
+    """Whether ``response`` is Zoho's 401 ``INVALID_TOKEN`` (CRM body or Bookings envelope).
+
+    The body must have been read (``await response.aread()``).
+    """
+    if response.status_code != 401:
+        return False
+    try:
+        body = json.loads(response.content or b"{}")
+    except ValueError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    code = body.get("code")
+    if code is None and isinstance(body.get("response"), dict):
+        value = body["response"].get("returnvalue")
+        code = value.get("code") if isinstance(value, dict) else None
+    return code in ("INVALID_TOKEN", "AUTHENTICATION_FAILURE")
+
+
+class ZohoAuth(httpx.Auth):
+    """``httpx.Auth`` adding ``Zoho-oauthtoken`` from a :class:`TokenProvider`; async clients only.
+
+    On a 401 ``INVALID_TOKEN`` answer it asks the provider for a new token
+    (``rejected=`` the refused one) and repeats the request once; a second 401 is
+    returned as is (the client maps it to :class:`~zoho.errors.InvalidTokenError`).
+    A provider that has no other token (it raises ``InvalidTokenError``, as
+    :class:`StaticTokenProvider` does) ends the flow the same way, so the error
+    carries Zoho's code, status and endpoint; any other provider error (e.g.
+    :class:`~zoho.errors.TokenThrottledError`) propagates.
+    """
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self.provider = provider
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        from .errors import InvalidTokenError
+
+        token = await self.provider.get_access_token()
+        request.headers["Authorization"] = f"Zoho-oauthtoken {token.get_secret_value()}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        # Overriding async_auth_flow bypasses httpx's ``requires_response_body``: read
+        # the (small) 401 body here, or ``.content`` raises ResponseNotRead on a real transport.
+        await response.aread()
+        if not is_invalid_token(response):
+            return
+        try:
+            token = await self.provider.get_access_token(rejected=token)
+        except InvalidTokenError:
+            return
+        request.headers["Authorization"] = f"Zoho-oauthtoken {token.get_secret_value()}"
+        yield request
+
+    def sync_auth_flow(self, request: httpx.Request):  # pragma: no cover - async only
+        raise RuntimeError("ZohoAuth works with httpx.AsyncClient only")
+
+
+class StaticTokenProvider:
+    """A fixed token (tests, one-off scripts).
+
+    Asked again with its own token as ``rejected`` it raises ``InvalidTokenError``,
+    so :class:`ZohoAuth` does not retry and the call fails with Zoho's 401
+    ``INVALID_TOKEN`` as :class:`~zoho.errors.InvalidTokenError`.
+    """
+
+    def __init__(self, token: SecretStr | str) -> None:
+        self.token = token if isinstance(token, SecretStr) else SecretStr(token)
+
+    async def get_access_token(self, *, rejected: SecretStr | None = None) -> SecretStr:
+        from .errors import InvalidTokenError
+
+        if rejected is not None and rejected.get_secret_value() == self.token.get_secret_value():
+            raise InvalidTokenError("INVALID_TOKEN", "the static access token was rejected")
+        return self.token
+
+
+class RefreshingTokenProvider:
+    """An in-process token cache that refreshes through Zoho Accounts.
+
+    For one process only (an ``asyncio.Lock`` serialises refreshes, so concurrent
+    callers share one refresh). Processes that share a refresh token must share
+    the token too: use the ``ZohoOAuth`` block, which stores it in Prefect and
+    locks across processes.
+    """
+
+    def __init__(
+        self,
+        accounts: "AccountsClient",
+        client_id: str,
+        client_secret: SecretStr,
+        refresh_token: SecretStr,
+        margin: timedelta = DEFAULT_MARGIN,
+    ) -> None:
+        self.accounts = accounts
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+        self.margin = margin
+        self.access_token: SecretStr | None = None
+        self.expires_at: datetime | None = None
+        self.api_domain: str | None = None
+        self._lifetime: timedelta | None = None
+        self._lock = asyncio.Lock()
+
+    def _effective_margin(self) -> timedelta:
+        # A token minted with less life than ``margin`` would otherwise be refreshed on
+        # every call, and Zoho allows only 10 access tokens per refresh token per 10 minutes.
+        return min(self.margin, self._lifetime / 2) if self._lifetime is not None else self.margin
+
+    def _valid(self, rejected: SecretStr | None) -> bool:
+        if self.access_token is None or self.expires_at is None:
+            return False
+        if rejected is not None and rejected.get_secret_value() == self.access_token.get_secret_value():
+            return False
+        return self.expires_at - self._effective_margin() > datetime.now(timezone.utc)
+
+    async def get_access_token(self, *, rejected: SecretStr | None = None) -> SecretStr:
+        """A token valid for at least ``margin`` (or half its lifetime, if Zoho minted it
+        shorter-lived than twice ``margin``).
+
+        Refreshes, one caller at a time, when there is no token, it is within that
+        margin of expiry, or it is ``rejected``; callers that waited for the lock
+        take the token the first one got.
+        """
+        if self._valid(rejected):
+            return self.access_token  # type: ignore[return-value]
+        async with self._lock:
+            if not self._valid(rejected):
+                answer = await self.accounts.refresh(self.client_id, self.client_secret, self.refresh_token)
+                self._lifetime = timedelta(seconds=answer.expires_in)
+                self.access_token = answer.access_token
+                self.expires_at = datetime.now(timezone.utc) + self._lifetime
+                self.api_domain = answer.api_domain
+        return self.access_token  # type: ignore[return-value]

@@ -1,0 +1,262 @@
+"""Typed Zoho errors, mapped from Zoho's documented error bodies.
+
+Three body shapes exist (``shared/zoho-api-notes.md``):
+
+* CRM: ``{"code": "INVALID_TOKEN", "details": {...}, "message": "...", "status": "error"}``,
+  top-level or per record in ``data[i]`` (seeds 002/004, "Possible Errors").
+* Accounts: ``{"error": "invalid_client"}`` or the throttle answer
+  ``{"error": "Access Denied", "error_description": "...", "status": "failure"}``,
+  with HTTP 200 or 400 alike: the ``error`` key decides, not the status.
+* Bookings: ``{"response": {"returnvalue": {"message": ...}, "status": "failure"}}``.
+
+Every error carries ``code``, ``message``, ``details``, ``status_code`` and
+``endpoint`` (method and path, never the query string, so no secret can leak
+into exception text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ZohoError(Exception):
+    """Base of every Zoho error.
+
+    Attributes: ``code`` (Zoho's code, e.g. ``NOT_ALLOWED``), ``message``,
+    ``details`` (dict), ``status_code`` (HTTP status, or None for a per-record
+    error inside a 2xx answer) and ``endpoint`` (``"PUT /crm/v7/Appointments__s"``).
+    """
+
+    #: Whether retrying the same request later may succeed.
+    transient: bool = False
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        details: dict[str, Any] | None = None,
+        status_code: int | None = None,
+        endpoint: str = "",
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.status_code = status_code
+        self.endpoint = endpoint
+        where = f" [{endpoint}]" if endpoint else ""
+        status = f" HTTP {status_code}" if status_code else ""
+        super().__init__(f"{code}: {message}{status}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle (Prefect persists task exceptions) without calling __init__ again with
+        # the formatted text, which would garble the message.
+        return (_restore_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore_error(cls: type[ZohoError], args: tuple[Any, ...], state: dict[str, Any]) -> ZohoError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class AuthError(ZohoError):
+    """An OAuth failure at Zoho Accounts (not retried)."""
+
+
+class InvalidClientError(AuthError):
+    """``invalid_client``: wrong client id or client secret."""
+
+
+class InvalidGrantError(AuthError):
+    """``invalid_code``: unknown, used, expired or revoked grant code or refresh token."""
+
+
+class TokenThrottledError(AuthError):
+    """``Access Denied``: too many access tokens minted for this refresh token
+    (Zoho allows 10 per 10 minutes). Transient, but wait minutes, not seconds."""
+
+    transient = True
+
+
+class InvalidTokenError(ZohoError):
+    """401 ``INVALID_TOKEN``: the access token expired or is not valid."""
+
+
+class ScopeMismatchError(ZohoError):
+    """401 ``OAUTH_SCOPE_MISMATCH``: the grant lacks a scope this call needs."""
+
+
+class NoPermissionError(ZohoError):
+    """403 ``NO_PERMISSION``: the Zoho user may not do this."""
+
+
+class NotAllowedError(ZohoError):
+    """403 ``NOT_ALLOWED``: the change breaks a Zoho rule (e.g. rescheduling a
+    cancelled or completed appointment)."""
+
+
+class InvalidDataError(ZohoError):
+    """400 ``INVALID_DATA``, ``INVALID_MODULE``, ``MANDATORY_NOT_FOUND``,
+    ``REQUIRED_PARAM_MISSING``, ``LIMIT_EXCEEDED``, ``INVALID_REQUEST_METHOD``...:
+    the request itself is wrong."""
+
+
+class DependentFieldError(InvalidDataError):
+    """400 ``DEPENDENT_FIELD_MISSING`` / ``DEPENDENT_FIELD_UNCHANGED`` / ``DEPENDENT_MISMATCH``
+    (seed 002; ``DEPENDENT_FIELD_MISMATCH`` is accepted as the same)."""
+
+
+class NotFoundError(ZohoError):
+    """404 ``INVALID_URL_PATTERN`` or an unknown resource."""
+
+
+class RateLimitedError(ZohoError):
+    """429 ``TOO_MANY_REQUESTS``; ``retry_after`` is the server's ``Retry-After`` in seconds (or None)."""
+
+    transient = True
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(ZohoError):
+    """5xx (``INTERNAL_ERROR``...): Zoho's side failed; retry later."""
+
+    transient = True
+
+
+class BookingsError(ZohoError):
+    """Zoho Bookings answered ``status: failure``; ``message`` is its ``returnvalue.message``."""
+
+
+class TransportError(ZohoError):
+    """The request did not get an answer (timeout, dropped connection)."""
+
+    transient = True
+
+
+_BY_CODE: dict[str, type[ZohoError]] = {
+    "INVALID_TOKEN": InvalidTokenError,
+    "AUTHENTICATION_FAILURE": InvalidTokenError,
+    "OAUTH_SCOPE_MISMATCH": ScopeMismatchError,
+    "NO_PERMISSION": NoPermissionError,
+    "NOT_ALLOWED": NotAllowedError,
+    "DEPENDENT_FIELD_MISSING": DependentFieldError,
+    "DEPENDENT_FIELD_UNCHANGED": DependentFieldError,
+    "DEPENDENT_MISMATCH": DependentFieldError,
+    "DEPENDENT_FIELD_MISMATCH": DependentFieldError,
+    "INVALID_URL_PATTERN": NotFoundError,
+    "TOO_MANY_REQUESTS": RateLimitedError,
+    "INTERNAL_ERROR": ServerError,
+}
+
+
+def endpoint_of(request: httpx.Request) -> str:
+    """``"METHOD /path"`` of a request, without host or query string."""
+    return f"{request.method} {request.url.path}"
+
+
+def retry_after_of(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (numeric form only), or None."""
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def crm_error(body: dict[str, Any], status_code: int | None = None, endpoint: str = "", retry_after: float | None = None) -> ZohoError:
+    """The typed error for one CRM error body (top-level or a ``data[i]`` entry)."""
+    code = str(body.get("code") or "UNKNOWN_ERROR")
+    details = body.get("details") if isinstance(body.get("details"), dict) else {}
+    message = str(body.get("message") or "")
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        if status_code is not None and status_code >= 500:
+            cls = ServerError
+        elif status_code == 429:
+            cls = RateLimitedError
+        elif status_code == 404:
+            cls = NotFoundError
+        else:
+            cls = InvalidDataError
+    if cls is RateLimitedError:
+        return RateLimitedError(code, message, details, status_code, endpoint, retry_after=retry_after)
+    return cls(code, message, details, status_code, endpoint)
+
+
+def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> AuthError:
+    """The typed error for an Accounts ``{"error": ...}`` body."""
+    error = str(body.get("error"))
+    description = str(body.get("error_description") or error)
+    if error == "Access Denied":
+        return TokenThrottledError("ACCESS_DENIED", description, {}, status_code, endpoint)
+    if error == "invalid_client":
+        return InvalidClientError("invalid_client", "wrong client id or client secret", {}, status_code, endpoint)
+    if error in ("invalid_code", "invalid_grant"):
+        return InvalidGrantError(error, "grant code or refresh token is invalid, used, expired or revoked", {}, status_code, endpoint)
+    return AuthError(error, description, {}, status_code, endpoint)
+
+
+def error_from_response(response: httpx.Response) -> ZohoError:
+    """Map a failed HTTP answer (any product) to a typed error.
+
+    Reads the body as JSON when it can; anything else becomes ``ServerError`` (5xx),
+    ``RateLimitedError`` (429) or ``InvalidDataError`` with the HTTP reason.
+    """
+    endpoint = endpoint_of(response.request)
+    status = response.status_code
+    retry_after = retry_after_of(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if "error" in body and "code" not in body:
+            return accounts_error(body, status, endpoint)
+        if isinstance(body.get("response"), dict):
+            return bookings_error(body, status, endpoint, retry_after)
+        if "code" in body:
+            return crm_error(body, status, endpoint, retry_after)
+        if isinstance(body.get("data"), list) and body["data"] and isinstance(body["data"][0], dict):
+            return crm_error(body["data"][0], status, endpoint, retry_after)
+    reason = response.reason_phrase or "error"
+    if status == 429:
+        return RateLimitedError("TOO_MANY_REQUESTS", reason, {}, status, endpoint, retry_after=retry_after)
+    if status >= 500:
+        return ServerError("INTERNAL_ERROR", reason, {}, status, endpoint)
+    if status == 404:
+        return NotFoundError("NOT_FOUND", reason, {}, status, endpoint)
+    return InvalidDataError("HTTP_ERROR", reason, {}, status, endpoint)
+
+
+def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_after: float | None = None) -> ZohoError:
+    """The typed error for a Bookings ``{"response": {... "status": "failure"}}`` body.
+
+    401 (or an ``INVALID_TOKEN`` / ``OAUTH_SCOPE_MISMATCH`` code) -> token errors, 429 ->
+    :class:`RateLimitedError` with ``retry_after``, 5xx -> :class:`ServerError`, anything
+    else (including HTTP 200) -> :class:`BookingsError`.
+    """
+    value = body["response"].get("returnvalue")
+    message = value.get("message") if isinstance(value, dict) else None
+    message = str(message or body["response"].get("errormessage") or value or "Bookings request failed")
+    code = value.get("code") if isinstance(value, dict) else None
+    if status_code == 401 or code in ("INVALID_TOKEN", "OAUTH_SCOPE_MISMATCH"):
+        cls = ScopeMismatchError if code == "OAUTH_SCOPE_MISMATCH" else InvalidTokenError
+        return cls(code or "INVALID_TOKEN", message, {}, status_code, endpoint)
+    if status_code == 429:
+        return RateLimitedError("TOO_MANY_REQUESTS", message, {}, status_code, endpoint, retry_after=retry_after)
+    if status_code >= 500:
+        return ServerError("INTERNAL_ERROR", message, {}, status_code, endpoint)
+    return BookingsError(code or "BOOKINGS_FAILURE", message, {}, status_code, endpoint)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: 429, 5xx, token throttling, timeouts, dropped connections."""
+    if isinstance(exc, ZohoError):
+        return exc.transient
+    return isinstance(exc, (httpx.TimeoutException, httpx.TransportError))
