@@ -1,4 +1,8 @@
-"""Prefect Blocks: ``ZohoOAuth`` (the shared token store) and configuration blocks.
+"""Prefect Blocks: :class:`ZohoOAuth` (the shared token store of every process).
 
-Built in issue 3; empty until then.
+Register the block types with ``prefect block register -m blocks``.
 """
+
+from .zoho_oauth import ZohoOAuth
+
+__all__ = ["ZohoOAuth"]

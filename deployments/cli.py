@@ -6,6 +6,10 @@ Sub-commands:
   (``appt-sync sandbox --help`` lists its options).
 * ``appt-sync demo``: start a sandbox and walk through what the pipeline does
   against it.
+* ``appt-sync auth``: onboarding; exchange a self-client grant code for tokens
+  and save them in a ``ZohoOAuth`` block (the client secret comes from
+  ``ZOHO_CLIENT_SECRET`` or a hidden prompt, never from the command line).
+* ``appt-sync token``: refresh a block's token if needed and say when it expires.
 """
 
 from __future__ import annotations
@@ -35,6 +39,68 @@ def demo(
     from .demo import run
 
     raise typer.Exit(run(appointments=appointments, port=port))
+
+
+@app.command()
+def auth(
+    block: str = typer.Option("zoho-sandbox", help="name of the ZohoOAuth block document to save"),
+    client_id: str = typer.Option("", help="OAuth client id (self client in the Zoho API console)"),
+    data_centre: str = typer.Option("US", help="US, EU, IN, AU, JP, CA, SA, CN, or CUSTOM with --base-url"),
+    base_url: str = typer.Option("", help="base URL for data centre CUSTOM"),
+    redirect_uri: str = typer.Option("", help="redirect URI, if the client has one"),
+    zoho_user: str = typer.Option("", help="the Zoho user or organisation the grant belongs to"),
+    sandbox: str = typer.Option("", help="onboard against a running sandbox at this URL (gets a grant code from it)"),
+) -> None:
+    """Exchange a grant code for a refresh token and save the ZohoOAuth block.
+
+    For real Zoho: create a self client, generate a grant code with the scopes in
+    README, then run this; the grant code and client secret are prompted for
+    (or read from ZOHO_GRANT_CODE / ZOHO_CLIENT_SECRET).
+    """
+    import asyncio
+    import os
+
+    from pydantic import SecretStr
+
+    from .onboarding import onboard, sandbox_grant
+
+    if sandbox:
+        client_id, secret, code, scopes = sandbox_grant(sandbox)
+        data_centre, base_url = "CUSTOM", sandbox
+    else:
+        if not client_id:
+            raise typer.BadParameter("give --client-id (or --sandbox URL)")
+        secret = os.environ.get("ZOHO_CLIENT_SECRET") or typer.prompt("Client secret", hide_input=True)
+        code = os.environ.get("ZOHO_GRANT_CODE") or typer.prompt("Grant code", hide_input=True)
+        scopes = []
+    saved = asyncio.run(
+        onboard(
+            block,
+            client_id=client_id,
+            client_secret=SecretStr(secret),
+            code=SecretStr(code),
+            data_centre=data_centre,
+            base_url=base_url or None,
+            redirect_uri=redirect_uri or None,
+            zoho_user=zoho_user or None,
+            scopes=scopes,
+        )
+    )
+    typer.echo(f"Saved ZohoOAuth block '{block}' (data centre {saved.data_centre.value}, api_domain {saved.api_domain}); token expires at {saved.expires_at.isoformat()}")
+
+
+@app.command()
+def token(
+    block: str = typer.Option("zoho-sandbox", help="ZohoOAuth block document"),
+    min_remaining_minutes: int = typer.Option(20, help="refresh when fewer minutes than this remain"),
+) -> None:
+    """Run the refresh-token flow once and print when the token expires."""
+    import asyncio
+
+    from flows.refresh_token import refresh_token
+
+    report = asyncio.run(refresh_token(block_name=block, min_remaining_minutes=min_remaining_minutes))
+    typer.echo(f"{block}: expires at {report['expires_at']} ({report['minutes_left']} minutes left; refreshed: {report['refreshed']})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,3 +213,13 @@ def receiver(_receiver_server: Receiver) -> Receiver:
     _receiver_server.received.clear()
     _receiver_server.status_code = 200
     return _receiver_server
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A temporary Prefect server for the session (``prefect_test_harness``); yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()

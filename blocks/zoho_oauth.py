@@ -1,0 +1,181 @@
+"""``ZohoOAuth``: the Prefect Block every process shares its Zoho access token through.
+
+Zoho lets one refresh token mint at most 10 access tokens per 10 minutes
+(``shared/zoho-api-notes.md``), so a token cached per process fails under a webhook
+burst. This block keeps the current access token and its expiry in one Prefect
+block document per Zoho user or organisation; every flow run, task and process
+asks the block, and only one of them refreshes at a time.
+
+It is the token store of seed 003 (``TokenStore``), mapped onto Prefect block documents:
+
+================================  =============================================
+seed 003                          here
+================================  =============================================
+``save_token(user, token)``       ``block.save(name, overwrite=True)`` (an upsert: one document per name)
+``find_token(user)``              ``ZohoOAuth.load(name)`` (the name is the user / org)
+``find_token_by_id(id)``          ``Block.load_from_ref({"block_document_id": id})``
+``get_tokens()``                  ``prefect block ls`` / ``client.read_block_documents_by_type("zoho-oauth")``
+``delete_token(id)``              ``ZohoOAuth.delete(name)``
+``delete_tokens()``               delete every document of type ``zoho-oauth``
+================================  =============================================
+
+No SQL is written by hand: Prefect stores the documents, and encrypts the
+``SecretStr`` fields (set ``PREFECT_SERVER_ENCRYPTION_KEY`` in production, or the
+key sits in the same database).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectNotFound
+from pydantic import Field, SecretStr, field_validator
+
+from zoho.auth import DEFAULT_MARGIN
+from zoho.clients import ZohoClient
+from zoho.datacentres import DataCentre, Endpoints
+from zoho.errors import TokenThrottledError
+
+log = logging.getLogger("zoho_appointment_sync.blocks")
+
+#: How long to stop asking Accounts for tokens after a throttle answer.
+THROTTLE_BACKOFF = timedelta(minutes=2)
+
+
+class ZohoOAuth(Block):
+    """OAuth credentials and the shared access token of one Zoho user or organisation.
+
+    Fields: ``client_id``; ``client_secret``, ``refresh_token`` and
+    ``access_token`` as ``SecretStr``; ``expires_at`` (aware, UTC); ``data_centre``
+    (US, EU, IN, AU, JP, CA, SA, CN, or CUSTOM with ``base_url`` — the sandbox);
+    ``api_domain`` (from the last token answer; wins for CRM and Bookings);
+    ``scopes``; ``zoho_user`` (who the grant belongs to).
+
+    :meth:`get_access_token` is the only way callers get a token: it returns one
+    valid for at least ``refresh_margin_seconds`` and, when it must refresh, holds
+    the Prefect global concurrency limit ``zoho-oauth-<document name>`` (limit 1,
+    created if missing, ``strict=True``, 60 s lease), reloads the document,
+    refreshes only if still needed, and saves the new token. The block must have
+    been saved (it needs a document name).
+    """
+
+    _block_type_name = "Zoho OAuth"
+    _block_type_slug = "zoho-oauth"
+    _description = "Zoho OAuth client, refresh token and the shared access token of one Zoho user or organisation."
+
+    client_id: str = Field(description="OAuth client id (Zoho API console, self client).")
+    client_secret: SecretStr = Field(description="OAuth client secret.")
+    refresh_token: SecretStr = Field(description="Refresh token from the grant-code exchange.")
+    access_token: SecretStr | None = Field(default=None, description="Current access token (managed by the block).")
+    expires_at: datetime | None = Field(default=None, description="When access_token expires (UTC).")
+    data_centre: DataCentre = Field(default=DataCentre.US, description="Zoho data centre, or CUSTOM with base_url.")
+    base_url: str | None = Field(default=None, description="Base URL for data centre CUSTOM (e.g. the sandbox).")
+    api_domain: str | None = Field(default=None, description="API domain from the token answer.")
+    scopes: list[str] = Field(default_factory=list, description="Scopes granted to the refresh token.")
+    zoho_user: str | None = Field(default=None, description="The Zoho user or organisation this grant belongs to.")
+    refresh_margin_seconds: int = Field(default=int(DEFAULT_MARGIN.total_seconds()), ge=0, description="Refresh when fewer seconds than this remain.")
+    throttled_until: datetime | None = Field(default=None, description="Zoho throttled token minting; no refresh before this.")
+    lock_timeout_seconds: float = Field(default=60.0, gt=0, description="How long to wait for another process's refresh.")
+
+    @field_validator("expires_at", "throttled_until")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("expires_at / throttled_until must be timezone-aware")
+        return v
+
+    # ------------------------------------------------------------- endpoints
+    def endpoints(self) -> Endpoints:
+        """Base URLs for Accounts, CRM and Bookings (``api_domain`` wins once known)."""
+        return Endpoints.for_data_centre(self.data_centre, self.base_url, self.api_domain)
+
+    def get_client(self, **kwargs: Any) -> ZohoClient:
+        """A :class:`~zoho.clients.ZohoClient` whose CRM and Bookings calls use this block's token."""
+        return ZohoClient(self.endpoints(), self, **kwargs)
+
+    # ------------------------------------------------------------------ token
+    def _usable(self, margin: timedelta, rejected: SecretStr | None) -> bool:
+        if self.access_token is None or self.expires_at is None:
+            return False
+        if rejected is not None and rejected.get_secret_value() == self.access_token.get_secret_value():
+            return False
+        return self.expires_at - margin > datetime.now(timezone.utc)
+
+    @property
+    def lock_name(self) -> str:
+        """The global concurrency limit serialising refreshes of this document."""
+        if not self._block_document_name:
+            raise ValueError("save the ZohoOAuth block (block.save(name)) before asking it for tokens")
+        return f"zoho-oauth-{self._block_document_name}"
+
+    async def _ensure_lock(self) -> None:
+        async with get_client() as client:
+            try:
+                await client.read_global_concurrency_limit_by_name(self.lock_name)
+            except ObjectNotFound:
+                try:
+                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.lock_name, limit=1))
+                except Exception:  # another process created it first
+                    await client.read_global_concurrency_limit_by_name(self.lock_name)
+
+    def _adopt(self, other: "ZohoOAuth") -> None:
+        for name in ("access_token", "expires_at", "api_domain", "throttled_until", "refresh_token"):
+            setattr(self, name, getattr(other, name))
+
+    async def get_access_token(
+        self, *, rejected: SecretStr | None = None, min_valid: timedelta | None = None
+    ) -> SecretStr:
+        """A token valid for at least ``min_valid`` (default ``refresh_margin_seconds``).
+
+        ``rejected``: a token Zoho just answered ``INVALID_TOKEN`` to; it is not
+        returned again. Raises :class:`~zoho.errors.TokenThrottledError` while Zoho
+        throttles minting (then no request is made until ``throttled_until``),
+        :class:`~zoho.errors.AuthError` for bad credentials, ``TimeoutError`` when the
+        lock is not had within ``lock_timeout_seconds``.
+        """
+        margin = min_valid if min_valid is not None else timedelta(seconds=self.refresh_margin_seconds)
+        if self._usable(margin, rejected):
+            return self.access_token  # type: ignore[return-value]
+        # Another process may have refreshed already: a reload is cheaper than the lock.
+        self._adopt(await type(self).aload(self._block_document_name))
+        if self._usable(margin, rejected):
+            return self.access_token  # type: ignore[return-value]
+        await self._ensure_lock()
+        async with concurrency(self.lock_name, occupy=1, timeout_seconds=self.lock_timeout_seconds, lease_duration=60, strict=True):
+            self._adopt(await type(self).aload(self._block_document_name))
+            if self._usable(margin, rejected):
+                return self.access_token  # type: ignore[return-value]
+            now = datetime.now(timezone.utc)
+            if self.throttled_until and self.throttled_until > now:
+                raise TokenThrottledError(
+                    "ACCESS_DENIED", f"Zoho throttles token minting for this refresh token until {self.throttled_until.isoformat()}"
+                )
+            async with ZohoClient(self.endpoints()) as bare:
+                try:
+                    answer = await bare.accounts.refresh(self.client_id, self.client_secret, self.refresh_token)
+                except TokenThrottledError:
+                    self.throttled_until = now + THROTTLE_BACKOFF
+                    await self.asave(self._block_document_name, overwrite=True)
+                    raise
+            self.access_token = answer.access_token
+            self.expires_at = now + timedelta(seconds=answer.expires_in)
+            self.api_domain = answer.api_domain or self.api_domain
+            self.throttled_until = None
+            await self.asave(self._block_document_name, overwrite=True)
+            log.info("Refreshed the Zoho access token of %s; it expires at %s", self._block_document_name, self.expires_at.isoformat())
+            return self.access_token
+
+    async def revoke(self) -> None:
+        """Revoke the refresh token at Zoho (its access tokens die too) and clear the stored token."""
+        async with ZohoClient(self.endpoints()) as bare:
+            await bare.accounts.revoke(self.refresh_token)
+        self.access_token = None
+        self.expires_at = None
+        if self._block_document_name:
+            await self.asave(self._block_document_name, overwrite=True)
