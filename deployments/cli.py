@@ -73,19 +73,25 @@ def auth(
         secret = os.environ.get("ZOHO_CLIENT_SECRET") or typer.prompt("Client secret", hide_input=True)
         code = os.environ.get("ZOHO_GRANT_CODE") or typer.prompt("Grant code", hide_input=True)
         scopes = []
-    saved = asyncio.run(
-        onboard(
-            block,
-            client_id=client_id,
-            client_secret=SecretStr(secret),
-            code=SecretStr(code),
-            data_centre=data_centre,
-            base_url=base_url or None,
-            redirect_uri=redirect_uri or None,
-            zoho_user=zoho_user or None,
+    from zoho.errors import ZohoError
+
+    try:
+        saved = asyncio.run(
+            onboard(
+                block,
+                client_id=client_id,
+                client_secret=SecretStr(secret),
+                code=SecretStr(code),
+                data_centre=data_centre,
+                base_url=base_url or None,
+                redirect_uri=redirect_uri or None,
+                zoho_user=zoho_user or None,
             scopes=scopes,
+            )
         )
-    )
+    except (ZohoError, ValueError) as exc:
+        typer.secho(f"appt-sync auth: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
     typer.echo(f"Saved ZohoOAuth block '{block}' (data centre {saved.data_centre.value}, api_domain {saved.api_domain}); token expires at {saved.expires_at.isoformat()}")
 
 
@@ -99,7 +105,13 @@ def token(
 
     from flows.refresh_token import refresh_token
 
-    report = asyncio.run(refresh_token(block_name=block, min_remaining_minutes=min_remaining_minutes))
+    from zoho.errors import ZohoError
+
+    try:
+        report = asyncio.run(refresh_token(block_name=block, min_remaining_minutes=min_remaining_minutes))
+    except ZohoError as exc:
+        typer.secho(f"appt-sync token: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
     typer.echo(f"{block}: expires at {report['expires_at']} ({report['minutes_left']} minutes left; refreshed: {report['refreshed']})")
 
 

@@ -163,3 +163,33 @@ async def test_no_secret_in_logs_artifacts_or_errors(sandbox, oauth_block, caplo
     assert any("Refreshed the Zoho access token" in t or "refreshed" in t for t in texts)
     for secret in secrets:
         assert all(secret not in text for text in texts)
+
+
+async def test_revoke_ends_the_grant(sandbox, oauth_block):
+    name = oauth_block._block_document_name
+    assert await read_one(name) == 1
+    block = await ZohoOAuth.aload(name)
+    await block.revoke()
+    stored = await ZohoOAuth.aload(name)
+    assert stored.access_token is None and stored.expires_at is None
+    with pytest.raises(InvalidGrantError):
+        await stored.get_access_token()
+    assert minted(sandbox) == 1
+
+
+def test_cli_auth_onboards_and_reports_bad_credentials(sandbox, prefect_api):
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    ok = CliRunner().invoke(app, ["auth", "--sandbox", sandbox.url, "--block", "cli-sandbox"])
+    assert ok.exit_code == 0, ok.output
+    assert "Saved ZohoOAuth block 'cli-sandbox'" in ok.output
+    bad = CliRunner().invoke(
+        app,
+        ["auth", "--client-id", "1000.NOPE", "--data-centre", "CUSTOM", "--base-url", sandbox.url],
+        input="not-the-secret\nnot-a-code\n",
+    )
+    assert bad.exit_code == 1
+    assert "invalid_client" in bad.output
+    assert "not-the-secret" not in bad.output and "Traceback" not in bad.output
