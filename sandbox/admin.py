@@ -13,9 +13,11 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 * ``POST /__sandbox/tokens/expire``: expire every access token now (a token
   expiring mid-run).
 * ``POST /__sandbox/reset`` ``{"appointments"?, "seed"?, "anchor_date"?}``: re-seed
-  and forget tokens, jobs, channels, faults and counters.
+  and forget tokens, jobs, channels, faults and counters (other keys are listed
+  under ``ignored``; a bad value answers 400 and resets nothing).
 * ``GET``/``PUT /__sandbox/config``: read or change settings (``bulk_delay``,
   ``bulk_page_size``, ``token_ttl``, ``bookings_webhook_url``, ``ask_to_mark_completed``...).
+  An unknown name or a value of the wrong type answers 400 and changes nothing.
 * ``PATCH /__sandbox/crm/{module}/{id}``: edit a CRM record as a user in the UI
   would (same rules as the API, ``Modified_By`` is the UI user, notifications fire).
   Answers ``{"data": [per-record result]}``.
@@ -24,10 +26,16 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 * ``GET``/``PUT``/``DELETE /__sandbox/faults``: per route group (``accounts``,
   ``crm``, ``bulk``, ``bookings``, or ``all``) ``{"error_500": p, "error_429": p,
   "retry_after": s, "delay": s, "drop": p}``; ``p`` is a probability 0..1, a
-  dropped connection closes the socket after the status line.
+  dropped connection closes the socket after the status line. A group's own
+  setting overrides ``all``; a bad group, key or value answers 400 and changes
+  nothing. The draws come from a generator seeded with ``seed`` at each reset,
+  so a run of calls after a reset meets the same faults.
 * ``GET /__sandbox/stats`` (``DELETE`` zeroes it): API calls per route, per group
-  and per token label, access tokens minted (per refresh token label), throttled
-  token requests, faults injected, writes, outbound deliveries, bulk jobs and downloads.
+  and per token label (a hash prefix: tokens never appear), access tokens minted
+  (per refresh token label), throttled token requests, faults injected (per
+  ``group:kind``, ``kind`` one of ``500``, ``429``, ``drop``, ``delay``), writes,
+  outbound deliveries (sent, failed, refused), bulk jobs and downloads. Calls are
+  named by route template (``GET /crm/{version}/{module}``), faulted ones too.
 * ``GET /__sandbox/dump?module=Appointments__s|Events|bookings&booking_id=...``:
   both sides' records as the APIs show them.
 * ``GET /__sandbox/outbox``: the last 500 notifications, webhooks and callbacks
@@ -37,8 +45,11 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 
 from __future__ import annotations
 
+import copy
 import time
+from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -46,7 +57,7 @@ from fastapi.responses import JSONResponse
 from . import bookings as bk
 from . import clock
 from .auth import api_domain
-from .crm import apply_updates, check_module, view
+from .crm import apply_updates, auto_completes, check_module, view
 from .errors import BookingsError, CrmError
 from .seed import UI_USER
 from .state import DEFAULT_SCOPES, SandboxState
@@ -55,6 +66,8 @@ router = APIRouter(prefix="/__sandbox")
 
 FAULT_GROUPS = ("accounts", "crm", "bulk", "bookings", "all")
 FAULT_KEYS = ("error_500", "error_429", "retry_after", "delay", "drop")
+PROBABILITY_KEYS = ("error_500", "error_429", "drop")
+RESET_KEYS = ("appointments", "seed", "anchor_date")
 
 
 def _state(request: Request) -> SandboxState:
@@ -135,12 +148,15 @@ async def reset(request: Request) -> dict[str, Any]:
     """Re-seed (optionally with new ``appointments``, ``seed``, ``anchor_date``)."""
     state = _state(request)
     body = await _body(request)
-    unknown = state.config.update({k: v for k, v in body.items() if k in ("appointments", "seed", "anchor_date")})
+    changes = {k: v for k, v in body.items() if k in RESET_KEYS}
+    ignored = [k for k in body if k not in RESET_KEYS]
+    _check_settings(state, changes)
+    state.config.update(changes)
     for task in request.app.state.bulk_tasks.values():
         task.cancel()
     request.app.state.bulk_tasks.clear()
     state.reset()
-    return {"status": "reset", "appointments": len(state.appointments), "ignored": unknown}
+    return {"status": "reset", "appointments": len(state.appointments), "ignored": ignored}
 
 
 @router.get("/config")
@@ -158,11 +174,36 @@ async def put_config(request: Request) -> JSONResponse:
     unknown = [k for k in body if k not in known]
     if unknown:
         raise CrmError("INVALID_DATA", 400, f"unknown settings: {', '.join(unknown)}", {"names": unknown})
-    try:
-        state.config.update(body)
-    except (TypeError, ValueError) as exc:
-        raise CrmError("INVALID_DATA", 400, f"bad setting value: {exc}") from None
+    _check_settings(state, body)
+    state.config.update(body)
     return JSONResponse(state.config.as_dict())
+
+
+def _check_settings(state: SandboxState, changes: dict[str, Any]) -> None:
+    """Raise ``INVALID_DATA`` (400) unless every value in ``changes`` suits its setting.
+
+    Checked on a copy of the settings, so a bad value changes nothing.
+    """
+    trial = copy.deepcopy(state.config)
+    for name, value in changes.items():
+        current = getattr(trial, name)
+        if isinstance(current, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(current, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        elif isinstance(current, dict):
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        else:
+            ok = isinstance(value, type(current))
+        if not ok:
+            raise CrmError("INVALID_DATA", 400, f"bad value for {name}: {value!r}", {"name": name})
+    try:
+        trial.update(changes)
+        if trial.anchor_date:
+            date.fromisoformat(trial.anchor_date)
+        ZoneInfo(trial.org_time_zone)
+    except (TypeError, ValueError, KeyError, ZoneInfoNotFoundError) as exc:
+        raise CrmError("INVALID_DATA", 400, f"bad setting value: {exc}") from None
 
 
 @router.patch("/crm/{module}/{record_id}")
@@ -205,9 +246,15 @@ async def get_faults(request: Request) -> dict[str, Any]:
 
 @router.put("/faults")
 async def put_faults(request: Request) -> dict[str, Any]:
-    """Set faults: ``{group: {error_500, error_429, retry_after, delay, drop}}``."""
+    """Set faults: ``{group: {error_500, error_429, retry_after, delay, drop}}``.
+
+    Each named group's spec replaces that group's previous one; groups not named
+    keep theirs. Probabilities must be within 0..1 and seconds at least 0. Any
+    bad group, key or value answers 400 and changes nothing.
+    """
     state = _state(request)
     body = await _body(request)
+    new: dict[str, dict[str, float]] = {}
     for group, spec in body.items():
         if group not in FAULT_GROUPS or not isinstance(spec, dict):
             raise CrmError("INVALID_DATA", 400, f"unknown fault group {group!r}: use {', '.join(FAULT_GROUPS)}")
@@ -215,9 +262,17 @@ async def put_faults(request: Request) -> dict[str, Any]:
         if bad:
             raise CrmError("INVALID_DATA", 400, f"unknown fault keys {bad}: use {', '.join(FAULT_KEYS)}")
         try:
-            state.faults[group] = {k: float(v) for k, v in spec.items()}
+            if any(isinstance(v, bool) for v in spec.values()):
+                raise TypeError
+            values = {k: float(v) for k, v in spec.items()}
         except (TypeError, ValueError):
             raise CrmError("INVALID_DATA", 400, "fault values should be numbers") from None
+        for key, value in values.items():
+            top = 1.0 if key in PROBABILITY_KEYS else float("inf")
+            if not 0 <= value <= top:
+                raise CrmError("INVALID_DATA", 400, f"{group}.{key} should be between 0 and {top:g}")
+        new[group] = values
+    state.faults.update(new)
     return state.faults
 
 
@@ -256,7 +311,7 @@ async def dump(request: Request) -> dict[str, Any]:
     for module in ("Appointments__s", "Events"):
         if wanted in (None, module):
             out[module] = [
-                view(module, r, now) for r in state.module_store(module).values() if booking_id in (None, r.get("Booking_Id"))
+                view(module, r, now, auto_complete=auto_completes(state)) for r in state.module_store(module).values() if booking_id in (None, r.get("Booking_Id"))
             ]
     if wanted in (None, "bookings"):
         out["bookings"] = [bk.view(b, base, now) for b in state.bookings.values() if booking_id in (None, b["booking_id"])]

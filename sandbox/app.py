@@ -1,4 +1,13 @@
-"""The sandbox's ASGI application: routes, error bodies, fault injection and counters."""
+"""The sandbox's ASGI application: routes, error bodies, fault injection and counters.
+
+Errors always come in the shape of the API the call was aimed at, never as HTML
+or a stack trace: CRM (and anything unknown) ``{"code", "details", "message",
+"status": "error"}`` (an unknown route ``INVALID_URL_PATTERN`` 404, a wrong method
+``INVALID_REQUEST_METHOD``, a crash ``INTERNAL_ERROR`` 500), Bookings the failure
+envelope with the HTTP status, Accounts ``{"error": ...}``. Injected faults
+(:class:`FaultsAndStats`) use the same shapes; Accounts answers a 429 fault with
+Zoho's "Access Denied" body and a 500 fault with ``{"error": "server_error"}``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import admin, auth, bookings, bulk, crm
 from .config import SandboxConfig
@@ -48,8 +58,8 @@ def _fault_body(group: str, kind: str) -> dict[str, Any]:
     if group == "bookings":
         message = "Internal Server Error" if kind == "500" else "Too many requests"
         return {"response": {"returnvalue": {"message": message}, "status": "failure"}}
-    if group == "accounts" and kind == "429":
-        return dict(auth.THROTTLED)
+    if group == "accounts":
+        return dict(auth.THROTTLED) if kind == "429" else {"error": "server_error"}
     if kind == "500":
         return CrmError("INTERNAL_ERROR", 500).body()
     return CrmError("TOO_MANY_REQUESTS", 429).body()
@@ -78,8 +88,7 @@ class FaultsAndStats:
         except _Answered:
             pass
         finally:
-            route = scope.get("route")
-            label = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+            label = f"{scope['method']} {_route_template(scope)}"
             state.stats.calls[label] += 1
             state.stats.calls_by_group[group] += 1
             if token:
@@ -88,6 +97,7 @@ class FaultsAndStats:
     async def _inject(self, state: SandboxState, group: str, spec: dict[str, float], send: Any) -> None:
         rng = state.rng
         if spec.get("delay"):
+            state.stats.faults[f"{group}:delay"] += 1
             await asyncio.sleep(spec["delay"])
         if rng.random() < spec.get("drop", 0):
             state.stats.faults[f"{group}:drop"] += 1
@@ -103,6 +113,26 @@ class FaultsAndStats:
                 await send({"type": "http.response.start", "status": int(kind), "headers": hdrs})
                 await send({"type": "http.response.body", "body": body})
                 raise _Answered()
+
+
+def _route_template(scope: dict) -> str:
+    """The route template a request matches (``/crm/{version}/{module}``), else its path.
+
+    A call the fault injector answered never reached the router, so the route is
+    looked up here: every call to one route is counted under one name.
+    """
+    route = scope.get("route")
+    if route is None:
+        probe = {k: v for k, v in scope.items() if k != "route"}
+        for candidate in scope["app"].state.api_routes:
+            try:
+                match, _ = candidate.matches(probe)
+            except Exception:  # noqa: BLE001 - a route that cannot tell is no match
+                continue
+            if match == Match.FULL:
+                route = candidate
+                break
+    return getattr(route, "path", scope["path"])
 
 
 class _Answered(Exception):
@@ -164,13 +194,17 @@ def create_app(config: SandboxConfig | None = None, db_path: str | None = None) 
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if request.url.path.startswith("/bookings/"):
+            return BookingsError("Internal Server Error", 500).response()
+        if request.url.path.startswith("/oauth/"):
+            return JSONResponse({"error": "server_error"}, status_code=500)
         return CrmError("INTERNAL_ERROR", 500).response()
 
-    app.include_router(admin.router)
-    app.include_router(auth.router)
-    app.include_router(bulk.router)
-    app.include_router(bookings.router)
-    app.include_router(crm.router)
+    routers = (admin.router, auth.router, bulk.router, bookings.router, crm.router)
+    for router in routers:
+        app.include_router(router)
+    #: The routes in matching order, for naming calls the fault injector answered.
+    app.state.api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(FaultsAndStats)
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     return app

@@ -12,10 +12,21 @@ Follows Zoho's OAuth documents (CRM "Step 4: Refreshing your Access Tokens",
   ``{"error": "Access Denied", "error_description": "You have made too many requests
   continuously. Please try again after some time.", "status": "failure"}``.
 * At most ``max_active_tokens`` (15) live access tokens per refresh token: minting
-  the 16th invalidates the oldest.
+  the 16th invalidates the oldest (expired or revoked tokens are not live).
+* At most :data:`MAX_REFRESH_TOKENS` (20) refresh tokens per client (Zoho: per
+  user; the sandbox has one user per client): exchanging a code for the 21st
+  invalidates the oldest refresh token and every access token it minted.
 * A wrong client id or secret answers ``{"error": "invalid_client"}`` and an unknown,
-  revoked or used code/refresh token ``{"error": "invalid_code"}``, both with HTTP 200
-  as Zoho does.
+  revoked, expired or used code/refresh token ``{"error": "invalid_code"}``, both with
+  HTTP 200 as Zoho does; any other ``grant_type`` answers
+  ``{"error": "unsupported_grant_type"}``. A code is used up only by a call with the
+  right client credentials.
+* ``/oauth/v2/token/revoke?token=...`` (query string or form) revokes a refresh
+  token with every access token it minted, or one access token; an unknown token
+  answers HTTP 400 ``{"error": "invalid_token"}``.
+* API calls check ``Authorization: Zoho-oauthtoken <token>`` (``Bearer`` is also
+  accepted): unknown, revoked, pushed-out or expired tokens answer 401
+  ``INVALID_TOKEN``, a missing scope 401 ``OAUTH_SCOPE_MISMATCH``.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ from .errors import BookingsError, CrmError
 from .state import SandboxState, scope_covers, token_label
 
 router = APIRouter()
+
+#: Refresh tokens one client (the sandbox's stand-in for a Zoho user) may hold.
+MAX_REFRESH_TOKENS = 20
 
 THROTTLED = {
     "error": "Access Denied",
@@ -60,6 +74,10 @@ def _mint(state: SandboxState, refresh_token: str, request: Request) -> dict[str
         return None
     token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
     grant["mints"].append(now)
+    # expired tokens are no longer live: they do not push a live one out
+    for old in [t for t in grant["active"] if state.access_tokens.get(t, {}).get("expires_at", 0) <= now]:
+        grant["active"].remove(old)
+        state.access_tokens.pop(old, None)
     grant["active"].append(token)
     state.access_tokens[token] = {
         "refresh_token": refresh_token,
@@ -109,6 +127,9 @@ async def token(request: Request) -> JSONResponse:
     if code is None or code["client_id"] != p["client_id"] or code["expires_at"] < time.time():
         state.save_oauth()
         return JSONResponse({"error": "invalid_code"})
+    held = [t for t, g in state.refresh_tokens.items() if g["client_id"] == p["client_id"]]
+    for old in held[: max(0, len(held) - MAX_REFRESH_TOKENS + 1)]:
+        _drop_refresh_token(state, old)
     rt = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
     state.refresh_tokens[rt] = state._new_grant(p["client_id"], code["scope"], "full")
     body = _mint(state, rt, request)
@@ -117,15 +138,20 @@ async def token(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
+def _drop_refresh_token(state: SandboxState, refresh_token: str) -> None:
+    """Forget ``refresh_token`` and every access token it minted."""
+    grant = state.refresh_tokens.pop(refresh_token)
+    for at in grant["active"]:
+        state.access_tokens.pop(at, None)
+
+
 @router.post("/oauth/v2/token/revoke")
 async def revoke(request: Request) -> JSONResponse:
     """Revoke a refresh token (and every access token it minted) or one access token."""
     state: SandboxState = request.app.state.sandbox
     tok = (await _params(request)).get("token", "")
     if tok in state.refresh_tokens:
-        grant = state.refresh_tokens.pop(tok)
-        for at in grant["active"]:
-            state.access_tokens.pop(at, None)
+        _drop_refresh_token(state, tok)
     elif tok in state.access_tokens:
         info = state.access_tokens.pop(tok)
         grant = state.refresh_tokens.get(info["refresh_token"])
@@ -141,7 +167,7 @@ def _token_info(request: Request) -> dict[str, Any] | None:
     state: SandboxState = request.app.state.sandbox
     header = request.headers.get("authorization", "")
     scheme, _, tok = header.partition(" ")
-    if scheme.lower() not in ("zoho-oauthtoken", "bearer") or not tok:
+    if scheme.lower() != "zoho-oauthtoken" or not tok:  # the only scheme Zoho documents
         return None
     info = state.access_tokens.get(tok.strip())
     if info is None or info["expires_at"] <= time.time():

@@ -9,9 +9,13 @@ Parameters come as form fields (``-F booking_id=...``) or, for
 ``fetchappointment``, also as one ``data`` form field holding JSON.
 
 Rules a real booking system enforces: no reschedule of a cancelled, completed or
-no-show booking; a reschedule to the current start is refused; a booking cannot
-be completed or marked no-show before it starts; a finished booking
-(cancelled, completed, no-show) takes no further action.
+no-show booking; a reschedule to the current start (or to the staff member it
+already has) is refused; a ``start_time`` that does not exist in the booking's
+time zone (a daylight-saving gap) is refused, and one that happens twice (a
+fold) means the first; the sandbox has no resource groups, so any ``group_id``
+is refused; a booking cannot be completed or marked no-show before it starts; a
+finished booking (cancelled, completed, no-show) takes no further action.
+Unexpected errors under ``/bookings/`` also answer with the failure envelope.
 
 Every change (by the API or an admin edit) POSTs to ``bookings_webhook_url``:
 ``{"event": "appointment_rescheduled"|"appointment_cancelled"|"appointment_completed"|
@@ -157,16 +161,25 @@ def reschedule(state: SandboxState, booking: dict[str, Any], p: dict[str, Any]) 
     new = dict(booking)
     if p.get("start_time"):
         try:
-            start = clock.parse_bookings(p["start_time"], booking["time_zone"]).astimezone(clock.UTC)
+            local = clock.parse_bookings(p["start_time"], booking["time_zone"])
         except ValueError:
             raise BookingsError("Invalid start_time: use dd-MMM-yyyy HH:mm:ss (24-hour)") from None
+        if not clock.exists(local):
+            raise BookingsError(
+                f"Invalid start_time: {p['start_time']} does not exist in {booking['time_zone']} (daylight-saving change)"
+            )
+        start = local.astimezone(clock.UTC)
         if start == start_of(booking):
             raise BookingsError("The appointment is already scheduled for the given start_time")
         new["start_utc"] = start.isoformat()
+    if p.get("group_id"):
+        raise BookingsError(f"Invalid group_id {p['group_id']}")
     if p.get("staff_id"):
         staff = {b["staff_id"]: b for b in state.bookings.values()}
         if str(p["staff_id"]) not in staff:
             raise BookingsError(f"Invalid staff_id {p['staff_id']}")
+        if str(p["staff_id"]) == booking["staff_id"] and new["start_utc"] == booking["start_utc"]:
+            raise BookingsError("The appointment is already assigned to the given staff_id")
         s = staff[str(p["staff_id"])]
         new.update(staff_id=s["staff_id"], staff_name=s["staff_name"], staff_email=s["staff_email"])
     new["modified_utc"] = clock.now().isoformat()
@@ -175,7 +188,7 @@ def reschedule(state: SandboxState, booking: dict[str, Any], p: dict[str, Any]) 
 
 def update(booking: dict[str, Any], action: Any) -> tuple[dict[str, Any], str]:
     """Apply ``action`` (``completed``, ``cancel``, ``noshow``); returns the booking and webhook event."""
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:
         raise BookingsError("Invalid action: use completed, cancel or noshow")
     if booking["status"] in FINISHED:
         raise BookingsError(f"Appointment is already {FINISHED[booking['status']]}")

@@ -50,8 +50,10 @@ def to_bookings(instant: datetime, tz: str) -> str:
 def parse_bookings(value: object, tz: str) -> datetime:
     """Parse ``dd-MMM-yyyy HH:mm:ss`` (24-hour) as wall time in ``tz``.
 
-    A wall time that falls in a daylight-saving gap or fold is resolved with
-    ``fold=0`` (the earlier offset), as ``zoneinfo`` does. Raises ``ValueError``.
+    A wall time that falls in a daylight-saving fold (it happens twice) or gap
+    (it never happens) is resolved with ``fold=0`` (the offset in force before the
+    change), as ``zoneinfo`` does; :func:`exists` tells a gap apart. Raises
+    ``ValueError``.
     """
     if not isinstance(value, str):
         raise ValueError(f"not a dd-MMM-yyyy HH:mm:ss time: {value!r}")
@@ -63,3 +65,10 @@ def parse_bookings(value: object, tz: str) -> datetime:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"not a dd-MMM-yyyy HH:mm:ss time: {value!r}") from exc
     return naive.replace(tzinfo=ZoneInfo(tz))
+
+
+def exists(local: datetime) -> bool:
+    """Whether the aware wall time ``local`` happens in its time zone (False in a
+    daylight-saving gap, e.g. 02:30 on the day New York springs forward)."""
+    back = local.astimezone(UTC).astimezone(local.tzinfo)
+    return back.replace(tzinfo=None) == local.replace(tzinfo=None)

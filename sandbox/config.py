@@ -49,7 +49,8 @@ class SandboxConfig:
     #: Seconds a completed job's result stays downloadable.
     bulk_result_ttl: int = 86_400
     #: Zoho's "Ask the user to mark the Appointment as completed" preference:
-    #: when false, ``Status: Completed`` through the API answers ``NOT_ALLOWED``.
+    #: when false, ``Status: Completed`` through the API answers ``NOT_ALLOWED``
+    #: and appointments that have ended show as ``Completed`` on their own.
     ask_to_mark_completed: bool = True
     #: Appointment preference "job sheet mandatory": completing without
     #: ``Job_Sheet_Name`` answers ``MANDATORY_NOT_FOUND``.
@@ -65,20 +66,33 @@ class SandboxConfig:
     public_url: str = ""
 
     def update(self, changes: dict[str, Any]) -> list[str]:
-        """Apply ``changes`` (name -> value); returns the names that are not settings."""
-        known = {f.name: f for f in fields(self)}
-        unknown = [name for name in changes if name not in known]
+        """Apply ``changes`` (name -> value) all or nothing; returns the names that are not settings.
+
+        Values are converted to the setting's type (``"false"`` is false); a value
+        that does not convert raises ``ValueError`` and nothing is changed.
+        """
+        known = {f.name for f in fields(self)}
+        converted: dict[str, Any] = {}
         for name, value in changes.items():
-            if name in known:
-                current = getattr(self, name)
-                if isinstance(current, bool):
-                    value = bool(value)
-                elif isinstance(current, int):
-                    value = int(value)
-                elif isinstance(current, float):
-                    value = float(value)
-                setattr(self, name, value)
-        return unknown
+            if name not in known:
+                continue
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                    value = value.lower() in ("true", "1")
+                elif not isinstance(value, (bool, int)):
+                    raise ValueError(f"{name} takes true or false, got {value!r}")
+                value = bool(value)
+            elif isinstance(current, int):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            elif isinstance(current, dict) and not isinstance(value, dict):
+                raise ValueError(f"{name} takes a JSON object, got {value!r}")
+            converted[name] = value
+        for name, value in converted.items():
+            setattr(self, name, value)
+        return [name for name in changes if name not in known]
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (webhook headers are masked)."""

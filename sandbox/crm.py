@@ -3,21 +3,33 @@
 Routes (``{version}`` is ``v2``, ``v2.1`` or ``v3`` .. ``v8``):
 
 * ``GET /crm/{version}/{module}`` and ``GET /crm/{version}/{module}/{id}`` for
-  ``Appointments__s`` and ``Events``: ``fields`` (required from v3 on, as Zoho
-  requires), ``page``/``per_page`` (200 a page, 2,000 records reachable),
+  ``Appointments__s`` and ``Events``: ``fields`` (required for lists from v3 on, as
+  Zoho requires; an unknown field is ``INVALID_DATA``), ``page``/``per_page`` (200 a
+  page, 2,000 records reachable, then ``DISCRETE_PAGINATION_LIMIT_EXCEEDED``),
   ``page_token`` beyond that, ``sort_by``/``sort_order``, ``ids``, and the
-  ``If-Modified-Since`` header. An empty answer is HTTP 204.
-* ``PUT /crm/{version}/{module}`` (``{"data": [...]}``, at most 100 records, per-record
-  results, 207 for mixed outcomes) and ``PUT /crm/{version}/{module}/{id}``. The
-  ``Appointments__s`` rules and error codes are those of "Update Appointments"
-  (seeds 002 and 004); ``Modified_Time`` and ``Modified_By`` move on every write.
+  ``If-Modified-Since`` header (304 when nothing changed). An empty answer is HTTP 204.
+  ``Status`` is shown as CRM derives it: a scheduled appointment whose start has
+  passed is ``Overdue``; when the org does not "ask the user to mark the appointment
+  as completed" (config ``ask_to_mark_completed=False``) one whose end has passed
+  is ``Completed``.
+* ``PUT /crm/{version}/{module}`` (``{"data": [...]}``, at most 100 records, else
+  ``LIMIT_EXCEEDED``; per-record results in order, 207 for mixed outcomes) and
+  ``PUT /crm/{version}/{module}/{id}``. The ``Appointments__s`` rules and error codes
+  are those of "Update Appointments" (seeds 002 and 004, see
+  :func:`update_appointment`); values that do not fit their field (text, pick list,
+  boolean, date-time, duration) are ``INVALID_DATA``, never a 500.
+  ``Modified_Time`` and ``Modified_By`` move on every write. Other methods on a
+  module are ``INVALID_REQUEST_METHOD``; a body that is not JSON is ``INVALID_DATA``.
 * ``GET /crm/{version}/settings/fields?module=...``.
 * ``/crm/{version}/actions/watch``: ``POST`` subscribes (``channel_expiry`` at most
   7 days ahead, ``token`` at most 50 characters), ``GET`` lists, ``PATCH`` updates,
   ``DELETE ?channel_ids=`` unsubscribes. Every change to a watched module, by the
   API or by an admin edit, POSTs ``{"server_time", "query_params", "module",
   "resource_uri", "ids", "affected_fields", "operation", "channel_id", "token"}``
-  to the channel's ``notify_url``.
+  to the channel's ``notify_url`` (``affected_fields``: every field the write
+  changed, derived ones such as ``Appointment_End_Time`` included;
+  ``return_affected_field_values`` adds ``affected_values``, the values as the API
+  shows them). A write that fails changes nothing and notifies nobody.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from fastapi.responses import JSONResponse
 from . import clock
 from .auth import api_domain, require_crm
 from .errors import CrmError, record_error
-from .schema import APPOINTMENT_STATUSES, BY_WHOM, FIELD_INDEX, MODULES, field_metadata
+from .schema import APPOINTMENT_STATUSES, FIELD_INDEX, MODULES, field_metadata
 from .seed import API_USER
 from .state import SandboxState
 
@@ -45,6 +57,7 @@ VERSION_RE = re.compile(r"^v(2(\.1)?|[3-8])$")
 MAX_UPDATE = 100
 MAX_PER_PAGE = 200
 MAX_PAGE_RECORDS = 2000
+SORT_FIELDS = ("id", "Created_Time", "Modified_Time")
 
 APPOINTMENT_WRITABLE = {
     "Appointment_Name", "Appointment_Start_Time", "Duration", "Status", "Location", "Rescheduled_From",
@@ -67,19 +80,33 @@ def check_module(module: str) -> None:
         raise CrmError("INVALID_MODULE", 400, details={"resource_path_index": 1})
 
 
-def effective_status(rec: dict[str, Any], now: datetime) -> str:
-    """``Status`` as CRM shows it: a ``Scheduled`` appointment whose start has passed is ``Overdue``."""
+def effective_status(rec: dict[str, Any], now: datetime, *, auto_complete: bool = False) -> str:
+    """``Status`` as CRM shows it: a ``Scheduled`` appointment whose start has passed is ``Overdue``.
+
+    With ``auto_complete`` (the org does *not* "ask the user to mark the appointment
+    as completed", config ``ask_to_mark_completed=False``) a ``Scheduled`` appointment
+    whose end has passed is ``Completed``, as "Update Appointments" says.
+    """
     status = rec["Status"]
     if status == "Scheduled" and clock.parse_iso(rec["Appointment_Start_Time"]) < now:
+        if auto_complete and clock.parse_iso(rec["Appointment_End_Time"]) <= now:
+            return "Completed"
         return "Overdue"
     return status
 
 
-def view(module: str, rec: dict[str, Any], now: datetime, fields: list[str] | None = None) -> dict[str, Any]:
-    """A record as the API answers it (``Overdue`` applied, ``fields`` selected)."""
+def auto_completes(state: SandboxState) -> bool:
+    """Whether ended appointments show as ``Completed`` (``ask_to_mark_completed`` is off)."""
+    return not state.config.ask_to_mark_completed
+
+
+def view(
+    module: str, rec: dict[str, Any], now: datetime, fields: list[str] | None = None, *, auto_complete: bool = False
+) -> dict[str, Any]:
+    """A record as the API answers it (``Overdue``/``Completed`` applied, ``fields`` selected)."""
     out = dict(rec)
     if module == "Appointments__s":
-        out["Status"] = effective_status(rec, now)
+        out["Status"] = effective_status(rec, now, auto_complete=auto_complete)
     if fields:
         out = {k: out.get(k) for k in ["id", *[f for f in fields if f != "id"]]}
     return out
@@ -91,6 +118,7 @@ def notify(state: SandboxState, request: Request, module: str, operation: str, c
     if not changes:
         return
     now = time.time()
+    stamp = clock.now()
     short = {"insert": "create", "update": "edit", "delete": "delete"}[operation]
     outbox = request.app.state.outbox
     for channel in state.channels.values():
@@ -111,20 +139,59 @@ def notify(state: SandboxState, request: Request, module: str, operation: str, c
         }
         if channel.get("return_affected_field_values"):
             store = state.module_store(module)
+            shown = {rid: view(module, store[rid], stamp, auto_complete=auto_completes(state)) for rid in changes if rid in store}
             payload["affected_values"] = [
-                {"record_id": rid, "values": {f: store[rid].get(f) for f in fields}}
+                {"record_id": rid, "values": {f: shown[rid].get(f) for f in fields}}
                 for rid, fields in changes.items()
-                if rid in store
+                if rid in shown
             ]
         outbox.send("notification", channel["notify_url"], payload)
 
 
 # ------------------------------------------------------------------------ update
 def _parse_dt(value: Any, api_name: str) -> tuple[datetime | None, dict | None]:
+    """An ISO 8601 date-time with offset, or ``INVALID_DATA``.
+
+    An instant so close to the ends of the calendar that it cannot be shown in
+    every time zone (year 1 or 9999) is ``INVALID_DATA`` too, never a 500.
+    """
     try:
-        return clock.parse_iso(value), None
-    except ValueError:
+        parsed = clock.parse_iso(value)
+        (parsed - timedelta(days=1)).astimezone(clock.UTC)
+        (parsed + timedelta(days=1)).astimezone(clock.UTC)
+    except (ValueError, OverflowError):
         return None, record_error("INVALID_DATA", "invalid data", api_name=api_name, expected_data_type="datetime")
+    return parsed, None
+
+
+def _add_minutes(start: datetime, minutes: int) -> datetime | None:
+    """``start + minutes``, or ``None`` when that leaves the calendar."""
+    try:
+        end = start + timedelta(minutes=minutes)
+        (end + timedelta(days=1)).astimezone(clock.UTC)
+    except OverflowError:
+        return None
+    return end
+
+
+def _check_values(module: str, changes: dict[str, Any], writable: set[str]) -> dict[str, Any] | None:
+    """``INVALID_DATA`` for the first writable key whose value does not fit its field.
+
+    Text fields take a string, pick lists one of their values, booleans a boolean
+    (``null`` clears any of them). Date-times and ``Duration`` are checked by the
+    updaters; keys that are not writable are ignored, as Zoho ignores them.
+    """
+    for key in sorted(writable & changes.keys()):
+        field, value = FIELD_INDEX[module][key], changes[key]
+        if value is None or field.data_type in ("datetime", "integer"):
+            continue
+        if field.data_type in ("text", "textarea") and not isinstance(value, str):
+            return record_error("INVALID_DATA", "invalid data", api_name=key, expected_data_type=field.data_type)
+        if field.data_type == "boolean" and not isinstance(value, bool):
+            return record_error("INVALID_DATA", "invalid data", api_name=key, expected_data_type="boolean")
+        if field.pick_list and (not isinstance(value, str) or value not in field.pick_list):
+            return record_error("INVALID_DATA", "invalid data", api_name=key, expected_data_type="picklist")
+    return None
 
 
 def update_appointment(
@@ -137,21 +204,29 @@ def update_appointment(
     (``NOT_ALLOWED``), reschedule keys without ``Appointment_Start_Time`` and
     cancellation keys without ``Status: Cancelled`` (``DEPENDENT_FIELD_MISSING`` /
     ``DEPENDENT_MISMATCH``), a reschedule to the same start
-    (``DEPENDENT_FIELD_UNCHANGED``), ``Completed``/``Overdue`` before the end
-    (``DEPENDENT_MISMATCH``), and the org's completion and job-sheet preferences.
+    (``DEPENDENT_FIELD_UNCHANGED``), ``Completed`` while the org does not ask users
+    to mark completion (``NOT_ALLOWED``), ``Completed``/``Overdue`` before the end
+    (``DEPENDENT_MISMATCH``), and the job-sheet preference (``MANDATORY_NOT_FOUND``).
     ``Rescheduled_From`` must be earlier than the new start (``INVALID_DATA``: the
-    code is not documented).
+    code is not documented). The status rules see the status as the API shows it,
+    so with ``ask_to_mark_completed`` off an ended appointment counts as completed.
+    A reschedule sets ``Appointment_End_Time`` (start + ``Duration``),
+    ``Rescheduled_From`` (the old start unless given), ``Reschedule_Count`` + 1 and
+    ``Reschedule_Reason`` (default ``By Customer``); a cancellation sets
+    ``Cancelled_Time`` and ``Cancellation_Reason`` (default ``By Customer``).
     """
     cfg = state.config
     now = clock.now()
     status = changes.get("Status")
     if "Status" in changes and status not in APPOINTMENT_STATUSES:
         return None, record_error("INVALID_DATA", "invalid data", api_name="Status")
-    for key in ("Cancellation_Reason", "Reschedule_Reason"):
-        if changes.get(key) is not None and changes[key] not in BY_WHOM:
-            return None, record_error("INVALID_DATA", "invalid data", api_name=key)
+    err = _check_values("Appointments__s", changes, APPOINTMENT_WRITABLE - {"Status"})
+    if err:
+        return None, err
     if "Service_Name" in changes:
         return None, record_error("INVALID_DATA", "Service_Name cannot be updated", api_name="Service_Name")
+    if "Appointment_Name" in changes and not changes["Appointment_Name"]:
+        return None, record_error("MANDATORY_NOT_FOUND", "required field not found", api_name="Appointment_Name")
     new_start = from_time = None
     if "Appointment_Start_Time" in changes:
         new_start, err = _parse_dt(changes["Appointment_Start_Time"], "Appointment_Start_Time")
@@ -166,7 +241,7 @@ def update_appointment(
         if not isinstance(changes["Duration"], int) or isinstance(changes["Duration"], bool) or changes["Duration"] <= 0:
             return None, record_error("INVALID_DATA", "invalid data", api_name="Duration", expected_data_type="integer")
         duration = changes["Duration"]
-    current = rec["Status"]
+    current = effective_status(rec, now, auto_complete=auto_completes(state))
     if new_start is not None and current in ("Completed", "Cancelled"):
         return None, record_error(
             "NOT_ALLOWED", "You cannot reschedule an appointment which is already marked as completed or cancelled",
@@ -200,16 +275,20 @@ def update_appointment(
             "INVALID_DATA", "Rescheduled_From should be lesser than the new appointment time", api_name="Rescheduled_From"
         )
     start = new_start or old_start
-    end = start + timedelta(minutes=duration)
-    if status in ("Completed", "Overdue") and current != status and end > now:
+    end = _add_minutes(start, duration)
+    if end is None:
+        return None, record_error(
+            "INVALID_DATA", "invalid data", api_name="Duration" if "Duration" in changes else "Appointment_Start_Time"
+        )
+    if status == "Completed" and current != "Completed" and not cfg.ask_to_mark_completed:
+        return None, record_error(
+            "NOT_ALLOWED", "'Ask the user to mark the Appointment as completed' is not configured", api_name="Status"
+        )
+    if status in ("Completed", "Overdue") and rec["Status"] != status and end > now:
         return None, record_error(
             "DEPENDENT_MISMATCH", f"The appointment can be marked '{status}' only after it ends", api_name="Status"
         )
     if status == "Completed" and current != "Completed":
-        if not cfg.ask_to_mark_completed:
-            return None, record_error(
-                "NOT_ALLOWED", "'Ask the user to mark the Appointment as completed' is not configured", api_name="Status"
-            )
         if cfg.job_sheet_mandatory and not (changes.get("Job_Sheet_Name") or rec.get("Job_Sheet_Name")):
             return None, record_error("MANDATORY_NOT_FOUND", "required field not found", api_name="Job_Sheet_Name")
     tz = cfg.org_time_zone
@@ -222,8 +301,7 @@ def update_appointment(
     if new_start is not None:
         new["Rescheduled_From"] = clock.to_crm(from_time or old_start, tz)
         new["Reschedule_Count"] = int(rec.get("Reschedule_Count") or 0) + 1
-        if status is None and current == "Overdue":
-            new["Status"] = "Scheduled"
+        new["Reschedule_Reason"] = changes.get("Reschedule_Reason") or "By Customer"
     if status == "Overdue":
         new["Status"] = "Scheduled"  # Overdue is derived from the start time
     if status == "Cancelled" and current != "Cancelled":
@@ -239,6 +317,9 @@ def update_event(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Apply one ``Events`` update: ISO 8601 ``Start_DateTime``/``End_DateTime``, end not before start."""
     tz = state.config.org_time_zone
+    err = _check_values("Events", changes, EVENT_WRITABLE)
+    if err:
+        return None, err
     new = dict(rec)
     for key in ("Start_DateTime", "End_DateTime"):
         if key in changes:
@@ -256,6 +337,15 @@ def update_event(
     new["Modified_Time"] = clock.to_crm(clock.now(), tz)
     new["Modified_By"] = dict(actor)
     return new, None
+
+
+def _affected_fields(old: dict[str, Any], new: dict[str, Any], item: dict[str, Any]) -> list[str]:
+    """The fields a write changed, derived ones included (a reschedule moves
+    ``Appointment_End_Time`` too); the audit fields are left out. A write that
+    changed nothing still names the keys it sent."""
+    audit = {"Modified_Time", "Modified_By"}
+    changed = sorted(k for k in new if k not in audit and new.get(k) != old.get(k))
+    return changed or sorted(k for k in item if k != "id")
 
 
 def apply_updates(
@@ -291,7 +381,7 @@ def apply_updates(
             continue
         store[rec["id"]] = new
         changed[rec["id"]] = new
-        affected[rec["id"]] = sorted(k for k in item if k != "id" and new.get(k) != rec.get(k)) or sorted(k for k in item if k != "id")
+        affected[rec["id"]] = _affected_fields(rec, new, item)
         state.stats.writes[module] += 1
         results.append(
             {
@@ -344,13 +434,31 @@ def _encode_token(offset: int, sort_by: str, sort_order: str) -> str:
 
 
 def _decode_token(token: str) -> dict[str, Any]:
+    """The offset and sort of a ``page_token``; ``INVALID_DATA`` when it is not one of ours or expired."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data["e"] < time.time():
-            raise CrmError("INVALID_DATA", 400, "page_token expired", {"param_name": "page_token"})
-        return data
+        valid = (
+            isinstance(data, dict)
+            and type(data["o"]) is int and data["o"] >= 0
+            and data["s"] in SORT_FIELDS and data["d"] in ("asc", "desc")
+            and isinstance(data["e"], (int, float))
+        )
     except (ValueError, KeyError, TypeError):
-        raise CrmError("INVALID_DATA", 400, "invalid page_token", {"param_name": "page_token"}) from None
+        valid = False
+    if not valid:
+        raise CrmError("INVALID_DATA", 400, "invalid page_token", {"param_name": "page_token"})
+    if data["e"] < time.time():
+        raise CrmError("INVALID_DATA", 400, "page_token expired", {"param_name": "page_token"})
+    return data
+
+
+def _fields_param(request: Request, module: str) -> list[str]:
+    """The ``fields`` query parameter as a list; an unknown field is ``INVALID_DATA``."""
+    fields = [f.strip() for f in request.query_params.get("fields", "").split(",") if f.strip()]
+    unknown = [f for f in fields if f not in FIELD_INDEX[module]]
+    if unknown:
+        raise CrmError("INVALID_DATA", 400, "invalid field", {"api_name": unknown[0]})
+    return fields
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
@@ -520,19 +628,16 @@ async def list_records(version: str, module: str, request: Request) -> Response:
     require_crm(request, f"ZohoCRM.modules.{module}.READ")
     state: SandboxState = request.app.state.sandbox
     q = request.query_params
-    fields = [f for f in q.get("fields", "").split(",") if f]
+    fields = _fields_param(request, module)
     if major >= 3 and not fields:
         raise CrmError("REQUIRED_PARAM_MISSING", 400, details={"param_name": "fields"})
-    unknown = [f for f in fields if f not in FIELD_INDEX[module]]
-    if unknown:
-        raise CrmError("INVALID_DATA", 400, "invalid field", {"api_name": unknown[0]})
     per_page = _int_param(request, "per_page", MAX_PER_PAGE)
     page = _int_param(request, "page", 1)
     if not 1 <= per_page <= MAX_PER_PAGE or page < 1:
         raise CrmError("INVALID_DATA", 400, "invalid page or per_page", {"param_name": "per_page" if page >= 1 else "page"})
     sort_by = q.get("sort_by", "id")
     sort_order = q.get("sort_order", "desc")
-    if sort_by not in ("id", "Created_Time", "Modified_Time") or sort_order not in ("asc", "desc"):
+    if sort_by not in SORT_FIELDS or sort_order not in ("asc", "desc"):
         raise CrmError("INVALID_DATA", 400, "invalid sort_by or sort_order", {"param_name": "sort_by"})
     if q.get("page_token"):
         tok = _decode_token(q["page_token"])
@@ -576,7 +681,8 @@ async def list_records(version: str, module: str, request: Request) -> Response:
         "previous_page_token": None,
         "page_token_expiry": clock.to_crm(now + timedelta(days=1), state.config.org_time_zone) if more else None,
     }
-    return JSONResponse({"data": [view(module, r, now, fields) for r in chunk], "info": info})
+    shown = [view(module, r, now, fields, auto_complete=auto_completes(state)) for r in chunk]
+    return JSONResponse({"data": shown, "info": info})
 
 
 @router.get("/crm/{version}/{module}/{record_id}")
@@ -586,11 +692,11 @@ async def get_record(version: str, module: str, record_id: str, request: Request
     check_module(module)
     require_crm(request, f"ZohoCRM.modules.{module}.READ")
     state: SandboxState = request.app.state.sandbox
+    fields = _fields_param(request, module)
     rec = state.module_store(module).get(record_id)
     if rec is None:
         raise CrmError("INVALID_DATA", 400, "the id given seems to be invalid", {"id": record_id})
-    fields = [f for f in request.query_params.get("fields", "").split(",") if f]
-    return JSONResponse({"data": [view(module, rec, clock.now(), fields)]})
+    return JSONResponse({"data": [view(module, rec, clock.now(), fields, auto_complete=auto_completes(state))]})
 
 
 def _actor(info: dict[str, Any]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Outbound calls the sandbox makes: CRM notifications, Bookings webhooks, Bulk Read callbacks.
 
 Deliveries are queued and POSTed in order by one background task, so a slow
-receiver never slows the API answer that caused the call. By default only
+receiver never slows the API answer that caused the call; a delivery that fails
+(refused connection, error status, anything else) is logged and the next one goes on. By default only
 loopback hosts are called (``allow_remote_callbacks`` lifts that).
 """
 
@@ -66,14 +67,16 @@ class Outbox:
                 kind, url, payload, headers = await self.queue.get()
                 entry: dict[str, Any] = {"kind": kind, "url": url, "at": time.time(), "payload": payload}
                 try:
-                    response = await client.post(url, json=payload, headers=headers)
-                    entry["status"] = response.status_code
-                    ok = response.status_code < 400
-                except httpx.HTTPError as exc:
-                    entry["status"] = f"error: {type(exc).__name__}"
-                    ok = False
-                self.state.stats.outbound[f"{kind}_{'sent' if ok else 'failed'}"] += 1
-                self.state.outbox_log.append(entry)
-                if not ok:
-                    log.warning("%s to %s failed: %s", kind, url, entry["status"])
-                self.queue.task_done()
+                    try:
+                        response = await client.post(url, json=payload, headers=headers)
+                        entry["status"] = response.status_code
+                        ok = response.status_code < 400
+                    except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the outbox
+                        entry["status"] = f"error: {type(exc).__name__}"
+                        ok = False
+                    self.state.stats.outbound[f"{kind}_{'sent' if ok else 'failed'}"] += 1
+                    self.state.outbox_log.append(entry)
+                    if not ok:
+                        log.warning("%s to %s failed: %s", kind, url, entry["status"])
+                finally:
+                    self.queue.task_done()

@@ -5,9 +5,11 @@ state needs no locks; the only work done off the loop (writing a Bulk Read zip)
 reads a snapshot list of record dicts, and records are replaced whole on every
 write, never changed in place.
 
-With ``--db PATH`` records, OAuth grants and notification channels are also kept
-in a SQLite file (parameterised statements only) and loaded on the next start;
-Bulk Read jobs and counters are kept in memory only.
+With ``--db PATH`` records, OAuth clients, refresh tokens, access tokens, grant
+codes and notification channels are also kept in a SQLite file (parameterised
+statements only) and loaded on the next start (the file wins over
+``--appointments``/``--seed``; ``POST /__sandbox/reset`` re-seeds the file too);
+Bulk Read jobs, faults and counters are kept in memory only.
 """
 
 from __future__ import annotations
@@ -214,6 +216,10 @@ class SandboxState:
             self.refresh_tokens = saved["refresh_tokens"]
             self.access_tokens = saved["access_tokens"]
             self.grant_codes = saved["grant_codes"]
+            self.default_client_id = saved.get("default_client_id") or next(iter(self.clients))
+            self.default_refresh_token = saved.get("default_refresh_token") or next(
+                (rt for rt, g in self.refresh_tokens.items() if g["client_id"] == self.default_client_id), ""
+            )
             return
         self.clients: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
@@ -243,6 +249,8 @@ class SandboxState:
                 "refresh_tokens": self.refresh_tokens,
                 "access_tokens": self.access_tokens,
                 "grant_codes": self.grant_codes,
+                "default_client_id": self.default_client_id,
+                "default_refresh_token": self.default_refresh_token,
             },
         )
         self.persistence.set_meta("channels", self.channels)
@@ -262,16 +270,19 @@ class SandboxState:
 
     # -------------------------------------------------------------- credentials
     def default_credentials(self) -> dict[str, str]:
-        """Client id, secret and refresh token of the sandbox's own self client."""
-        client_id = getattr(self, "default_client_id", None) or next(iter(self.clients))
-        refresh = getattr(self, "default_refresh_token", None) or next(
-            rt for rt, g in self.refresh_tokens.items() if g["client_id"] == client_id
-        )
+        """Client id, secret and refresh token of the sandbox's own self client.
+
+        A revoked (or pushed-out) refresh token is still named, with an empty
+        ``scope``: it answers ``invalid_code`` until the next reset.
+        """
+        client_id = self.default_client_id
+        refresh = self.default_refresh_token
+        grant = self.refresh_tokens.get(refresh)
         return {
             "client_id": client_id,
             "client_secret": self.clients[client_id]["client_secret"],
             "refresh_token": refresh,
-            "scope": ",".join(self.refresh_tokens[refresh]["scope"]),
+            "scope": ",".join(grant["scope"]) if grant else "",
         }
 
     def new_client(self, scopes: list[str], permission: str = "full") -> dict[str, str]:

@@ -7,15 +7,17 @@ test settings below, so tests do not see each other's writes, tokens or faults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -42,7 +44,13 @@ TEST_CONFIG: dict[str, Any] = {
     "bookings_webhook_headers": {},
     "allow_remote_callbacks": False,
     "public_url": "",
+    "bulk_result_ttl": 86_400,
+    "org_time_zone": "Asia/Kolkata",
 }
+
+#: One TLS context for every test client: httpx builds a new one per client
+#: otherwise (~0.1 s each), although the sandbox is plain HTTP on loopback.
+TLS = ssl.create_default_context()
 
 
 def free_port() -> int:
@@ -65,13 +73,13 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
-    """Start ``python -m sandbox`` on a free port for the session; yields its base URL."""
+@contextlib.contextmanager
+def sandbox_process(log_dir: Path, *args: str) -> Iterator[str]:
+    """Run ``python -m sandbox --port <free> *args`` until the block ends; yields its base URL."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("sandbox") / "sandbox.log").open("w")
+    log = (log_dir / f"sandbox-{port}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", str(port), "--appointments", "300", "--seed", "7", "--bulk-delay", "0.3"],
+        [sys.executable, "-m", "sandbox", "--port", str(port), *args],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -87,7 +95,15 @@ def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
+    """``python -m sandbox`` on a free port for the session; yields its base URL."""
+    with sandbox_process(tmp_path_factory.mktemp("sandbox"), "--appointments", "300", "--seed", "7", "--bulk-delay", "0.3") as url:
+        yield url
 
 
 @dataclass
@@ -121,7 +137,7 @@ class Sandbox:
 
     def client(self, token: str | None = None) -> httpx.Client:
         """An httpx client on the sandbox with a valid token."""
-        return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=30)
+        return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=30, verify=TLS)
 
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change sandbox settings."""
@@ -150,7 +166,7 @@ class Sandbox:
 @pytest.fixture
 def sandbox(sandbox_server: str):
     """The session's sandbox, re-seeded with :data:`TEST_CONFIG` for this test."""
-    with httpx.Client(base_url=sandbox_server, timeout=60) as http:
+    with httpx.Client(base_url=sandbox_server, timeout=60, verify=TLS) as http:
         r = http.put("/__sandbox/config", json=TEST_CONFIG)
         assert r.status_code == 200, r.text
         http.delete("/__sandbox/faults").raise_for_status()
