@@ -23,11 +23,13 @@ ZOHO_RETRIES: dict[str, Any] = {
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """``retry_condition_fn``: retry only transient Zoho errors (see :func:`zoho.errors.is_transient`)."""
-    try:
-        state.result()
-    except TokenThrottledError:
+    """``retry_condition_fn``: retry only transient Zoho errors (see :func:`zoho.errors.is_transient`).
+
+    Prefect calls it synchronously, also for async tasks, where a bare
+    ``state.result()`` would return a coroutine: ``_sync=True`` reads the
+    exception the same way for both.
+    """
+    exc = state.result(raise_on_failure=False, _sync=True)
+    if not isinstance(exc, BaseException) or isinstance(exc, TokenThrottledError):
         return False
-    except Exception as exc:  # noqa: BLE001 - classify whatever the task raised
-        return is_transient(exc)
-    return False
+    return is_transient(exc)

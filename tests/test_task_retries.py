@@ -61,3 +61,24 @@ def test_retries_are_bounded(prefect_api):
     with pytest.raises(ServerError):
         failing([boom] * 10)()
     assert len(ATTEMPTS) == 4
+
+
+def test_async_tasks_retry_transient_errors_too(prefect_api):
+    """Prefect calls retry_condition_fn synchronously also for async tasks."""
+    attempts: list[int] = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_transient)
+    async def call() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ServerError("INTERNAL_ERROR", "boom", status_code=500)
+        return "ok"
+
+    @flow
+    async def run() -> str:
+        return await call()
+
+    import asyncio
+
+    assert asyncio.run(run()) == "ok"
+    assert len(attempts) == 2

@@ -260,3 +260,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ZohoError):
         return exc.transient
     return isinstance(exc, (httpx.TimeoutException, httpx.TransportError))
+
+
+class BulkReadFailedError(ZohoError):
+    """A Bulk Read job ended in ``FAILURE``; ``code``/``message``/``details`` are its ``result.error_message``."""

@@ -1,0 +1,361 @@
+"""The three-way diff: (CRM now, Bookings now, base) -> a plan of actions, conflicts and agreements.
+
+Pure logic: no Prefect, no HTTP, no database. Instants are aware ``datetime``,
+normalised to UTC before they are compared.
+
+**Status table** (each side keeps its own words; the diff compares canonical statuses):
+
+============================  ==================  =====================================
+CRM ``Status``                canonical           Bookings ``status``
+============================  ==================  =====================================
+``Scheduled``, ``Overdue``    ``scheduled``       ``UPCOMING``, ``ONGOING``, ``PENDING``
+``Cancelled``                 ``cancelled``       ``CANCEL``
+``Completed``                 ``completed``       ``COMPLETED``
+``Cancelled`` (+ note)        ``no_show``         ``NO_SHOW``
+============================  ==================  =====================================
+
+CRM has no no-show: a Bookings no-show is written to CRM as ``Cancelled`` with
+``Cancellation_Note`` "No-show (Zoho Bookings)", and CRM ``Cancelled`` agrees with
+Bookings ``NO_SHOW``. ``Overdue`` is CRM's own label for a past ``Scheduled``
+appointment, not a change.
+
+**The diff.** A side *changed* when its (start, canonical status) differs from
+its value in the base, the last state both sides agreed on. Both sides equal
+(start instant and equivalent status; for two equivalent finished statuses the
+start is ignored): nothing to send; the base follows. One side
+changed: propagate it. Both changed to different values: the conflict policy
+decides (``latest_wins`` by modification time, ``crm_wins``, ``bookings_wins``,
+``report_only``) and the conflict is reported. No base yet and the sides differ:
+``initial_source`` decides (Bookings by default: it is the booking system).
+
+**Zoho's rules, checked before sending** (a breach becomes a conflict with the
+reason, never a failed call): no reschedule of a cancelled or completed
+appointment / booking; no status change of a finished booking or appointment; no
+completing a CRM appointment before its end (*deferred*: the next run tries
+again); no completing or no-show on Bookings before the start; a reschedule only
+to a different time. ``Rescheduled_From`` is never sent (optional in the docs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Iterable
+
+
+class Canon(str, Enum):
+    """Canonical appointment status."""
+
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+
+    @property
+    def finished(self) -> bool:
+        """Cancelled, completed or no-show: no further reschedule or status change."""
+        return self is not Canon.SCHEDULED
+
+
+UTC = timezone.utc
+
+
+def _utc(value: datetime | None, what: str) -> datetime | None:
+    """``value`` as UTC (``timezone.utc``); ``ValueError`` for a naive one.
+
+    Equality of aware datetimes in different zones is not equality of instants when
+    one is a ``ZoneInfo`` time in a fold or gap (PEP 495: always unequal), so the
+    diff normalises to UTC before comparing.
+    """
+    if value is None or value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+CRM_TO_CANON = {"Scheduled": Canon.SCHEDULED, "Overdue": Canon.SCHEDULED, "Completed": Canon.COMPLETED, "Cancelled": Canon.CANCELLED}
+BOOKINGS_TO_CANON = {
+    "UPCOMING": Canon.SCHEDULED, "ONGOING": Canon.SCHEDULED, "PENDING": Canon.SCHEDULED,
+    "CANCEL": Canon.CANCELLED, "COMPLETED": Canon.COMPLETED, "NO_SHOW": Canon.NO_SHOW,
+}
+#: The note written to CRM for a Bookings no-show.
+NO_SHOW_NOTE = "No-show (Zoho Bookings)"
+
+
+def crm_canon(status: str | None) -> Canon:
+    """Canonical status of a CRM ``Status``; raises ``ValueError`` for an unknown one."""
+    try:
+        return CRM_TO_CANON[status or ""]
+    except KeyError:
+        raise ValueError(f"unknown CRM appointment Status {status!r}") from None
+
+
+def bookings_canon(status: str | None) -> Canon:
+    """Canonical status of a Bookings ``status``; raises ``ValueError`` for an unknown one."""
+    try:
+        return BOOKINGS_TO_CANON[(status or "").upper()]
+    except KeyError:
+        raise ValueError(f"unknown Bookings status {status!r}") from None
+
+
+def equivalent(crm: Canon, bookings: Canon) -> bool:
+    """Whether a CRM status and a Bookings status say the same (CRM cancelled = Bookings no-show)."""
+    return crm == bookings or (crm is Canon.CANCELLED and bookings is Canon.NO_SHOW) or (crm is Canon.NO_SHOW and bookings is Canon.NO_SHOW)
+
+
+class Side(str, Enum):
+    """Which system."""
+
+    CRM = "crm"
+    BOOKINGS = "bookings"
+
+    @property
+    def other(self) -> "Side":
+        return Side.BOOKINGS if self is Side.CRM else Side.CRM
+
+
+class Policy(str, Enum):
+    """What to do when both sides changed differently."""
+
+    LATEST_WINS = "latest_wins"
+    CRM_WINS = "crm_wins"
+    BOOKINGS_WINS = "bookings_wins"
+    REPORT_ONLY = "report_only"
+
+
+class Kind(str, Enum):
+    """Action kinds (one Zoho call each on Bookings; one record of a batch on CRM)."""
+
+    RESCHEDULE = "reschedule"
+    CANCEL = "cancel"
+    COMPLETE = "complete"
+    NO_SHOW = "no_show"
+
+
+@dataclass(frozen=True)
+class SideState:
+    """One side of a link now (or in the base): start instant, canonical status, last modification.
+
+    ``start`` and ``modified`` are normalised to UTC (any aware ``datetime`` is
+    accepted; a naive one raises ``ValueError``).
+    """
+
+    start: datetime
+    status: Canon
+    modified: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _utc(self.start, "start"))
+        object.__setattr__(self, "modified", _utc(self.modified, "modified"))
+
+    def same(self, other: "SideState | None") -> bool:
+        """Same start instant and status (modification time ignored)."""
+        return other is not None and self.start == other.start and self.status == other.status
+
+
+@dataclass(frozen=True)
+class Link:
+    """A CRM appointment and the booking it is linked to, with the base.
+
+    ``end`` is the appointment's end instant (for "no completing before the end");
+    ``time_zone`` is the booking's (Bookings times are written in it).
+    """
+
+    booking_id: str
+    crm_id: str
+    time_zone: str
+    crm: SideState
+    bookings: SideState
+    end: datetime | None = None
+    base_crm: SideState | None = None
+    base_bookings: SideState | None = None
+    #: When the base was last agreed (None: no base yet); part of the actions' idempotency keys.
+    base_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change to send: ``kind`` on ``target`` for ``booking_id`` / ``crm_id``.
+
+    ``start`` is the new start for a reschedule (normalised to UTC; written in
+    ``time_zone`` for Bookings). ``since`` names the base the change departs from
+    (its agreement time, or ``new``). ``key`` is the idempotency key (link, target,
+    kind, target value, base): the same change planned again before the base moves
+    (a rerun after a crash) has the same key whatever offset the instant came in,
+    while the same value reached again later (A -> B -> A -> B) is a new change.
+    """
+
+    booking_id: str
+    crm_id: str
+    target: Side
+    kind: Kind
+    time_zone: str
+    start: datetime | None = None
+    note: str | None = None
+    since: str = "new"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _utc(self.start, "start"))
+
+    @property
+    def value(self) -> str:
+        """The target value (ISO start for a reschedule, else the kind)."""
+        return self.start.isoformat() if self.start is not None else self.kind.value
+
+    @property
+    def key(self) -> str:
+        """Idempotency key: the same change to the same link has the same key."""
+        return f"{self.booking_id}|{self.target.value}|{self.kind.value}|{self.value}|{self.since}"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Something the plan will not (or not yet) send, with the reason.
+
+    ``kind``: ``both_changed`` (resolved by policy unless ``report_only``),
+    ``rule`` (a Zoho rule forbids it), ``deferred`` (allowed later: the next run retries).
+    """
+
+    booking_id: str
+    crm_id: str
+    kind: str
+    reason: str
+    winner: Side | None = None
+
+
+@dataclass
+class Plan:
+    """The plan for a set of links."""
+
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    #: Links whose sides agree now and whose base should be (re)written.
+    agreed: list[Link] = field(default_factory=list)
+    unchanged: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Actions per ``target:kind``, conflicts per kind, and agreements."""
+        out: dict[str, int] = {}
+        for a in self.actions:
+            out[f"{a.target.value}:{a.kind.value}"] = out.get(f"{a.target.value}:{a.kind.value}", 0) + 1
+        for c in self.conflicts:
+            out[f"conflict:{c.kind}"] = out.get(f"conflict:{c.kind}", 0) + 1
+        out["agreed"] = len(self.agreed)
+        out["unchanged"] = self.unchanged
+        return out
+
+
+def agree(link: Link) -> bool:
+    """Whether both sides say the same now: the same start instant and equivalent statuses,
+    or equivalent finished statuses (a cancelled or completed appointment's start no longer
+    matters, and Zoho would refuse to move it anyway)."""
+    if not equivalent(link.crm.status, link.bookings.status):
+        return False
+    return link.crm.start == link.bookings.start or link.crm.status.finished
+
+
+def _since(link: Link) -> str:
+    return link.base_at.astimezone(timezone.utc).isoformat() if link.base_at is not None else "new"
+
+
+def _winner(link: Link, policy: Policy) -> Side | None:
+    if policy is Policy.CRM_WINS:
+        return Side.CRM
+    if policy is Policy.BOOKINGS_WINS:
+        return Side.BOOKINGS
+    if policy is Policy.REPORT_ONLY:
+        return None
+    crm_at, bk_at = link.crm.modified, link.bookings.modified
+    if crm_at is None and bk_at is None:
+        return Side.BOOKINGS
+    if bk_at is None or (crm_at is not None and crm_at > bk_at):
+        return Side.CRM
+    return Side.BOOKINGS
+
+
+def _to_bookings(link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
+    """Actions that make Bookings say what CRM says."""
+    src, dst = link.crm, link.bookings
+    ids = dict(booking_id=link.booking_id, crm_id=link.crm_id)
+    base = dict(ids, time_zone=link.time_zone, since=_since(link))
+    if dst.status.finished:
+        return [], Conflict(**ids, kind="rule", reason=f"the booking is {dst.status.value}; Bookings takes no further change")
+    if src.status is Canon.CANCELLED:
+        return [Action(**base, target=Side.BOOKINGS, kind=Kind.CANCEL)], None
+    if src.status in (Canon.COMPLETED, Canon.NO_SHOW):
+        if dst.start > now:
+            return [], Conflict(**ids, kind="deferred", reason="a booking cannot be completed before it starts; retried after the start")
+        kind = Kind.COMPLETE if src.status is Canon.COMPLETED else Kind.NO_SHOW
+        return [Action(**base, target=Side.BOOKINGS, kind=kind)], None
+    if src.start != dst.start:
+        return [Action(**base, target=Side.BOOKINGS, kind=Kind.RESCHEDULE, start=src.start)], None
+    return [], None
+
+
+def _to_crm(link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
+    """Actions that make CRM say what Bookings says."""
+    src, dst = link.bookings, link.crm
+    ids = dict(booking_id=link.booking_id, crm_id=link.crm_id)
+    base = dict(ids, time_zone=link.time_zone, since=_since(link))
+    if dst.status.finished:
+        return [], Conflict(**ids, kind="rule", reason=f"the CRM appointment is {dst.status.value}; Zoho does not allow rescheduling or changing it (NOT_ALLOWED)")
+    if src.status in (Canon.CANCELLED, Canon.NO_SHOW):
+        note = NO_SHOW_NOTE if src.status is Canon.NO_SHOW else None
+        return [Action(**base, target=Side.CRM, kind=Kind.CANCEL, note=note)], None
+    if src.status is Canon.COMPLETED:
+        end = link.end or src.start
+        if end > now:
+            return [], Conflict(**ids, kind="deferred", reason=f"CRM allows Completed only after the end ({end.isoformat()}); retried then")
+        return [Action(**base, target=Side.CRM, kind=Kind.COMPLETE)], None
+    if src.start != dst.start:
+        return [Action(**base, target=Side.CRM, kind=Kind.RESCHEDULE, start=src.start)], None
+    return [], None
+
+
+def plan_link(link: Link, policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS) -> tuple[list[Action], list[Conflict], bool]:
+    """Plan one link: ``(actions, conflicts, agreed)``.
+
+    ``agreed`` is True when both sides say the same now, so the base should be
+    written (no action is sent then: this is where our own echoes die).
+    """
+    if agree(link):
+        return [], [], True
+    if link.base_crm is None or link.base_bookings is None:
+        source: Side | None = initial_source
+        conflict = None
+    else:
+        crm_changed = not link.crm.same(link.base_crm)
+        bk_changed = not link.bookings.same(link.base_bookings)
+        conflict = None
+        if crm_changed and not bk_changed:
+            source = Side.CRM
+        elif bk_changed and not crm_changed:
+            source = Side.BOOKINGS
+        elif crm_changed and bk_changed:
+            source = _winner(link, policy)
+            how = f"{source.value} wins ({policy.value})" if source else "reported only"
+            conflict = Conflict(link.booking_id, link.crm_id, "both_changed", f"changed on both sides since the last agreement; {how}", source)
+        else:  # neither side moved from a base they never agreed on: repair from the initial source
+            source = initial_source
+    conflicts = [conflict] if conflict else []
+    if source is None:
+        return [], conflicts, False
+    actions, rule = (_to_bookings if source is Side.CRM else _to_crm)(link, now)
+    return actions, conflicts + ([rule] if rule else []), False
+
+
+def plan(links: Iterable[Link], policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS) -> Plan:
+    """Plan every link (see :func:`plan_link`)."""
+    out = Plan()
+    for link in links:
+        actions, conflicts, agreed = plan_link(link, policy, now, initial_source)
+        out.actions.extend(actions)
+        out.conflicts.extend(conflicts)
+        if agreed:
+            if link.crm.same(link.base_crm) and link.bookings.same(link.base_bookings):
+                out.unchanged += 1
+            else:
+                out.agreed.append(link)
+    return out
