@@ -1,0 +1,242 @@
+"""The webhook receiver: Zoho's calls in, Prefect events out (FastAPI + uvicorn).
+
+The OSS Prefect server has no webhook endpoint, so this small app checks the
+caller, turns each accepted call into a Prefect event (visible in the UI's event
+feed) and answers at once; deployment triggers start the flows.
+
+Routes:
+
+* ``POST /zoho/crm/notifications``: Zoho CRM's notification payload
+  (``shared/zoho-api-notes.md``). The channel ``token`` is compared in constant
+  time; ``module`` must be one we sync and ``operation`` one of ``insert``,
+  ``update``, ``delete``, ``restore``. Event ``zoho.crm.notification``.
+* ``POST /zoho/bookings/webhook``: JSON with at least ``booking_id``, authenticated
+  by a shared secret in the ``X-Zoho-Bookings-Secret`` header or ``?secret=``.
+  Event ``zoho.bookings.webhook``.
+* ``POST /zoho/crm/bulk-read/callback?secret=...``: a Bulk Read job's status JSON;
+  recorded in the state store (where the waiting ``bulk-read`` flow sees it) and
+  emitted as ``zoho.bulk_read.callback``.
+* ``GET /healthz``.
+
+Bad JSON, a wrong token or secret, a body over 1 MB, an unknown module or
+operation get a clear 4xx and no event. A burst does not become a storm: ids are
+coalesced for ``coalesce_seconds`` and emitted as one ``zoho.sync.requested`` event
+per window (at most 500 ids each), which the ``sync-on-webhook`` deployment's
+trigger turns into one flow run; ids are kept until their event is emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("zoho_appointment_sync.webhook")
+
+CRM_OPERATIONS = frozenset({"insert", "update", "delete", "restore"})
+MAX_IDS_PER_EVENT = 500
+
+
+class ReceiverSettings(BaseSettings):
+    """Receiver configuration from ``APPT_SYNC_RECEIVER_*`` environment variables.
+
+    ``channel_token``: the token the CRM notification channel was subscribed with.
+    ``bookings_secret``: the shared secret of the Bookings webhook.
+    ``callback_secret``: the secret in the Bulk Read callback URL.
+    ``config_block``: the ``AppointmentSyncConfig`` the requested syncs run with.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="APPT_SYNC_RECEIVER_")
+
+    channel_token: SecretStr = SecretStr("")
+    bookings_secret: SecretStr = SecretStr("")
+    callback_secret: SecretStr = SecretStr("")
+    config_block: str = "sync-sandbox"
+    modules: frozenset[str] = frozenset({"Appointments__s"})
+    state_store_url: str | None = None
+    coalesce_seconds: float = 2.0
+    max_body_bytes: int = 1_048_576
+
+
+def _same(given: str | None, expected: SecretStr) -> bool:
+    """Constant-time comparison; an unset expected secret accepts nothing."""
+    secret = expected.get_secret_value()
+    return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Coalescer:
+    """Collects ids per kind and emits one ``zoho.sync.requested`` event per window."""
+
+    def __init__(self, settings: ReceiverSettings, emit: Any) -> None:
+        self.settings = settings
+        self.emit = emit
+        self.pending: dict[str, set[str]] = defaultdict(set)
+        self.emitted_events = 0
+
+    def add(self, kind: str, ids: list[str]) -> None:
+        """Queue ``ids`` of ``kind`` (``crm_ids`` or ``booking_ids``)."""
+        self.pending[kind].update(ids)
+
+    def flush(self) -> int:
+        """Emit what is pending; returns the number of events. Ids stay queued if emitting fails."""
+        sent = 0
+        for kind in ("crm_ids", "booking_ids"):
+            ids = sorted(self.pending.get(kind, ()))
+            for i in range(0, len(ids), MAX_IDS_PER_EVENT):
+                chunk = ids[i : i + MAX_IDS_PER_EVENT]
+                payload = {"config_block": self.settings.config_block, "crm_ids": [], "booking_ids": []}
+                payload[kind] = chunk
+                try:
+                    self.emit("zoho.sync.requested", {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}, payload)
+                except Exception:  # noqa: BLE001 - keep the ids; the next window tries again
+                    log.exception("could not emit zoho.sync.requested; %s ids kept for the next window", len(ids) - i)
+                    return sent
+                self.pending[kind].difference_update(chunk)
+                sent += 1
+        self.emitted_events += sent
+        return sent
+
+    async def run(self) -> None:
+        """Flush every ``coalesce_seconds`` until cancelled (then flush once more)."""
+        try:
+            while True:
+                await asyncio.sleep(self.settings.coalesce_seconds)
+                self.flush()
+        finally:
+            self.flush()
+
+
+def prefect_emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+    """Emit a Prefect event (needs ``PREFECT_API_URL``)."""
+    from prefect.events import emit_event
+
+    emit_event(event=event, resource=resource, payload=payload)
+
+
+def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefect_emit) -> FastAPI:
+    """The receiver app. ``emit(event, resource, payload)`` is swappable for tests."""
+    settings = settings or ReceiverSettings()
+    coalescer = Coalescer(settings, emit)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(coalescer.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="zoho-appointment-sync webhook receiver", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.coalescer = coalescer
+    app.state.settings = settings
+
+    async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return None, _error(413, f"body over {settings.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > settings.max_body_bytes:
+                return None, _error(413, f"body over {settings.max_body_bytes} bytes")
+        try:
+            return json.loads(body), None
+        except (ValueError, UnicodeDecodeError):
+            return None, _error(400, "the body is not valid JSON")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "pending_ids": sum(len(v) for v in coalescer.pending.values())}
+
+    @app.post("/zoho/crm/notifications")
+    async def crm_notification(request: Request) -> JSONResponse:
+        body, error = await read_json(request)
+        if error:
+            return error
+        if not isinstance(body, dict):
+            return _error(400, "expected a JSON object")
+        if not _same(body.get("token") if isinstance(body.get("token"), str) else None, settings.channel_token):
+            return _error(401, "wrong or missing channel token")
+        module, operation, ids = body.get("module"), body.get("operation"), body.get("ids")
+        if module not in settings.modules:
+            return _error(422, f"module {module!r} is not synced (expected one of {sorted(settings.modules)})")
+        if operation not in CRM_OPERATIONS:
+            return _error(422, f"unknown operation {operation!r} (expected one of {sorted(CRM_OPERATIONS)})")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, (str, int)) for i in ids):
+            return _error(422, "ids must be a non-empty list of record ids")
+        ids = [str(i) for i in ids]
+        emit("zoho.crm.notification", {"prefect.resource.id": f"zoho.crm.{module}"}, {"module": module, "operation": operation, "ids": ids, "channel_id": str(body.get("channel_id"))})
+        if operation != "delete":
+            coalescer.add("crm_ids", ids)
+        return JSONResponse({"accepted": len(ids)}, status_code=202)
+
+    @app.post("/zoho/bookings/webhook")
+    async def bookings_webhook(request: Request) -> JSONResponse:
+        given = request.headers.get("x-zoho-bookings-secret") or request.query_params.get("secret")
+        if not _same(given, settings.bookings_secret):
+            return _error(401, "wrong or missing shared secret")
+        body, error = await read_json(request)
+        if error:
+            return error
+        booking_id = body.get("booking_id") if isinstance(body, dict) else None
+        if not isinstance(booking_id, str) or not booking_id:
+            return _error(422, "the payload has no booking_id")
+        emit("zoho.bookings.webhook", {"prefect.resource.id": f"zoho.bookings.{booking_id}"}, {k: body.get(k) for k in ("booking_id", "event", "status", "start_time", "time_zone")})
+        coalescer.add("booking_ids", [booking_id])
+        return JSONResponse({"accepted": 1}, status_code=202)
+
+    @app.post("/zoho/crm/bulk-read/callback")
+    async def bulk_callback(request: Request) -> JSONResponse:
+        if not _same(request.query_params.get("secret"), settings.callback_secret):
+            return _error(401, "wrong or missing callback secret")
+        body, error = await read_json(request)
+        if error:
+            return error
+        data = body.get("data") if isinstance(body, dict) else None
+        job = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else body
+        if not isinstance(job, dict) or not job.get("id") or not job.get("state"):
+            return _error(422, "expected the Bulk Read job status JSON (id, state)")
+        from sync.bulk_runs import record_callback
+        from sync.store import make_engine
+
+        engine = make_engine(settings.state_store_url)
+        try:
+            await asyncio.to_thread(record_callback, engine, {"data": [job]})
+        finally:
+            engine.dispose()
+        emit("zoho.bulk_read.callback", {"prefect.resource.id": f"zoho.bulk_read.{job['id']}"}, {"job_id": str(job["id"]), "state": job["state"]})
+        return JSONResponse({"accepted": 1}, status_code=202)
+
+    return app
+
+
+def main() -> None:  # pragma: no cover - exercised by make up
+    """``python -m deployments.webhook [--host 127.0.0.1] [--port 8765]``."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Zoho webhook receiver")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    uvicorn.run(create_receiver(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
