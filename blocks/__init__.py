@@ -6,3 +6,7 @@ Register the block types with ``prefect block register -m blocks``.
 from .zoho_oauth import ZohoOAuth
 
 __all__ = ["ZohoOAuth"]
+
+from .sync_config import AppointmentSyncConfig  # noqa: E402
+
+__all__ += ["AppointmentSyncConfig"]

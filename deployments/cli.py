@@ -4,12 +4,12 @@ Sub-commands:
 
 * ``appt-sync sandbox [OPTIONS]``: serve the Zoho-compatible sandbox
   (``appt-sync sandbox --help`` lists its options).
-* ``appt-sync demo``: start a sandbox and walk through what the pipeline does
-  against it.
+* ``appt-sync demo``: the ``make demo`` story (see :mod:`deployments.demo`).
 * ``appt-sync auth``: onboarding; exchange a self-client grant code for tokens
   and save them in a ``ZohoOAuth`` block (the client secret comes from
   ``ZOHO_CLIENT_SECRET`` or a hidden prompt, never from the command line).
 * ``appt-sync token``: refresh a block's token if needed and say when it expires.
+* ``appt-sync sync``: run the appointment sync once and print its summary.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def sandbox(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     appointments: int = typer.Option(2000, help="appointments the demo sandbox seeds"),
-    port: int = typer.Option(0, help="sandbox port (0: a free one)"),
+    port: int = typer.Option(0, help="unused; the sandbox takes a free port"),
 ) -> None:
-    """Start a sandbox on 127.0.0.1 and run the pipeline's steps against it, printing each."""
+    """Full sync, edits on both sides, incremental sync, agreement check, against a local sandbox."""
     from .demo import run
 
     raise typer.Exit(run(appointments=appointments, port=port))
@@ -113,6 +113,34 @@ def token(
         typer.secho(f"appt-sync token: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
     typer.echo(f"{block}: expires at {report['expires_at']} ({report['minutes_left']} minutes left; refreshed: {report['refreshed']})")
+
+
+@app.command()
+def sync(
+    mode: str = typer.Option("incremental", help="full or incremental"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="plan and report; write nothing to Zoho"),
+    config: str = typer.Option("sync-sandbox", help="AppointmentSyncConfig block name"),
+    booking_id: list[str] = typer.Option([], help="sync only this booking (repeatable)"),
+) -> None:
+    """Run sync-appointments once (needs PREFECT_API_URL or starts a temporary server)."""
+    import asyncio
+
+    from flows.sync_appointments import sync_appointments
+    from zoho.errors import ZohoError
+
+    if mode not in ("full", "incremental"):
+        raise typer.BadParameter("--mode is full or incremental")
+    try:
+        summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, booking_ids=booking_id or None))  # type: ignore[arg-type]
+    except (ZohoError, ValueError) as exc:
+        typer.secho(f"appt-sync sync: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    typer.echo(summary.markdown())
+    for row in summary.failures[:20]:
+        typer.echo(f"failed {row['booking_id']} {row['target']} {row['kind']}: {row['code']} {row['message']}")
+    for row in summary.conflict_list[:20]:
+        typer.echo(f"conflict {row['booking_id']}: {row['reason']}")
+    raise typer.Exit(1 if summary.failed else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

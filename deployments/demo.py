@@ -1,148 +1,200 @@
-"""``make demo`` / ``appt-sync demo``: the pipeline's steps, end to end, against a local sandbox.
+"""``make demo`` / ``appt-sync demo``: the whole sync, end to end, against a local sandbox.
 
-Until the sync flows land (issue 5) this walks through what exists: it starts the
-sandbox on a free 127.0.0.1 port, mints an access token, reads the CRM field
-metadata, runs a Bulk Read of ``Appointments__s`` through its states and reads
-the CSV from the zip, exports ``Events`` as ICS, reschedules one appointment in
-CRM as a user would and carries the change to Zoho Bookings in the booking's own
-time zone (seed 000's recipe), and prints the sandbox's API-call counters. It
-talks plain HTTP (httpx) so it needs nothing but the sandbox.
+1. Reuse (or start, detached, PID in ``.prefect/server.pid``) a Prefect server on
+   127.0.0.1 with the project-local ``PREFECT_HOME``.
+2. Start the sandbox with seeded data on a free port.
+3. Onboard: exchange a grant code for tokens, save the ``ZohoOAuth`` block and an
+   ``AppointmentSyncConfig`` block (state store ``.data/demo-state.db``, fresh each run).
+4. Run a full sync and print its summary.
+5. Edit both sides as users would (admin API): reschedules across time zones and
+   across a daylight-saving change, cancellations, completions, a no-show, and
+   conflicting edits.
+6. Run an incremental sync, print its summary and the Prefect UI address of the
+   runs, and check through the admin API that every linked appointment agrees on
+   both sides. Exit code 0 only if they all agree.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import socket
-import subprocess
+import asyncio
+import os
 import sys
-import time
-import zipfile
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from .stack import ROOT, ensure_prefect_server, sandbox
+
+DEMO_BLOCK = "zoho-demo"
+DEMO_CONFIG = "sync-demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _say(step: str) -> None:
+    print(f"\n== {step}", flush=True)
 
 
-def _say(step: str, text: str = "") -> None:
-    print(f"\n== {step}" + (f"\n   {text}" if text else ""), flush=True)
+def disagreements(dump: dict[str, Any]) -> list[str]:
+    """Linked appointments whose CRM and Bookings sides differ (start instant or status)."""
+    from sync.engine import Link, SideState, agree, bookings_canon, crm_canon
+    from zoho.timefmt import from_bookings
+
+    bookings = {b["booking_id"]: b for b in dump["bookings"]}
+    out = []
+    for appt in dump["Appointments__s"]:
+        b = bookings.get(appt.get("Booking_Id"))
+        if b is None:
+            continue
+        crm = SideState(datetime.fromisoformat(appt["Appointment_Start_Time"]), crm_canon(appt["Status"]))
+        booking = SideState(from_bookings(b["start_time"], b["time_zone"]), bookings_canon(b["status"]))
+        if not agree(Link(b["booking_id"], appt["id"], b["time_zone"], crm, booking)):
+            out.append(f"{b['booking_id']}: CRM {appt['Appointment_Start_Time']} {appt['Status']} / Bookings {b['start_time']} {b['time_zone']} {b['status']}")
+    return out
 
 
-def _bookings_time(instant: datetime, tz: str) -> str:
-    local = instant.astimezone(ZoneInfo(tz))
-    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
-    return f"{local.day:02d}-{months[local.month - 1]}-{local.year} {local:%H:%M:%S}"
+def _edits(http: httpx.Client) -> list[str]:
+    """Edit both sides as users would; returns what was done, one line each."""
+    dump = http.get("/__sandbox/dump").json()
+    now = datetime.now(timezone.utc)
+    bookings = {b["booking_id"]: b for b in dump["bookings"]}
+    pairs = [(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a["Booking_Id"] in bookings]
+
+    def pick(tz: str | None, future: bool, crm_status: tuple[str, ...], bk_status: tuple[str, ...]) -> tuple[dict, dict]:
+        """An unused pair; past ones ended within the last 6 days (inside the incremental window)."""
+        for a, b in pairs:
+            start = datetime.fromisoformat(a["Appointment_Start_Time"])
+            if a["Booking_Id"] in used or (tz and b["time_zone"] != tz) or (start > now + timedelta(hours=2)) != future:
+                continue
+            if not future and start < now - timedelta(days=6):
+                continue
+            if a["Status"] in crm_status and b["status"] in bk_status:
+                used.add(a["Booking_Id"])
+                return a, b
+        raise RuntimeError(f"the seed has no appointment for {tz} future={future} {crm_status} {bk_status}")
+
+    used: set[str] = set()
+    done = []
+
+    def crm(a: dict, **changes: Any) -> None:
+        r = http.patch(f"/__sandbox/crm/Appointments__s/{a['id']}", json=changes)
+        r.raise_for_status()
+
+    def bk(b: dict, **changes: Any) -> None:
+        r = http.patch(f"/__sandbox/bookings/{b['booking_id'].replace('#', '%23')}", json=changes)
+        r.raise_for_status()
+        assert r.json()["response"]["status"] == "success", r.text
+
+    a, b = pick("Europe/London", True, ("Scheduled",), ("UPCOMING",))
+    new = datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(days=1, hours=2)
+    crm(a, Appointment_Start_Time=new.isoformat())
+    done.append(f"CRM: {b['booking_id']} (London) rescheduled to {new.isoformat()}")
+    a, b = pick("America/New_York", True, ("Scheduled",), ("UPCOMING",))
+    target = datetime(now.year + 1, 3, 15, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # after the March DST change
+    crm(a, Appointment_Start_Time=target.isoformat())
+    done.append(f"CRM: {b['booking_id']} (New York, {b['start_time']} EST) moved across the DST change to {target.isoformat()} (EDT)")
+    a, b = pick("Australia/Sydney", True, ("Scheduled",), ("UPCOMING",))
+    local = datetime.strptime(b["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(hours=3)
+    wall = f"{local.day:02d}-{local:%b-%Y %H:%M:%S}"
+    bk(b, start_time=wall)
+    done.append(f"Bookings: {b['booking_id']} (Sydney) rescheduled to {wall} Sydney time")
+    a, b = pick("Asia/Kolkata", True, ("Scheduled",), ("UPCOMING",))
+    bk(b, action="cancel")
+    done.append(f"Bookings: {b['booking_id']} cancelled")
+    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
+    crm(a, Status="Cancelled", Cancellation_Reason="By Team", Cancellation_Note="Staff unavailable")
+    done.append(f"CRM: {b['booking_id']} cancelled")
+    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
+    crm(a, Status="Completed")
+    done.append(f"CRM: {b['booking_id']} marked Completed (it has ended)")
+    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
+    bk(b, action="completed")
+    done.append(f"Bookings: {b['booking_id']} marked completed")
+    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
+    bk(b, action="noshow")
+    done.append(f"Bookings: {b['booking_id']} marked no-show")
+    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
+    crm(a, Appointment_Start_Time=(datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(hours=1)).isoformat())
+    bk(b, action="cancel")
+    done.append(f"Conflict: {b['booking_id']} rescheduled in CRM and cancelled in Bookings")
+    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
+    crm(a, Appointment_Start_Time=(datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(hours=4)).isoformat())
+    local = datetime.strptime(b["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(days=2)
+    bk(b, start_time=f"{local.day:02d}-{local:%b-%Y %H:%M:%S}")
+    done.append(f"Conflict: {b['booking_id']} rescheduled differently on both sides")
+    return done
+
+
+def _print_summary(summary: Any, ui: str) -> None:
+    print(f"   links {summary.links}, unchanged {summary.unchanged}, agreed {summary.agreed}, applied {summary.applied}, "
+          f"failed {summary.failed}, conflicts {summary.conflicts}, deferred {summary.deferred}")
+    print(f"   planned: {summary.planned or 'nothing'}; API calls: {summary.api_calls}")
+    for c in summary.conflict_list[:10]:
+        print(f"   conflict {c['booking_id']}: {c['reason']}")
+    for f in summary.failures[:10]:
+        print(f"   failed {f['booking_id']} {f['target']} {f['kind']}: {f['code']} {f['message']}")
+    print(f"   Prefect UI: {ui}/runs/flow-run/{summary.run_id}")
+
+
+async def _run(sandbox_url: str, ui: str) -> int:
+    from pydantic import SecretStr
+
+    from blocks import AppointmentSyncConfig
+    from flows.sync_appointments import sync_appointments
+
+    from .onboarding import onboard, sandbox_grant
+
+    store = ROOT / ".data" / "demo-state.db"
+    store.parent.mkdir(exist_ok=True)
+    store.unlink(missing_ok=True)
+    client_id, secret, code, scopes = sandbox_grant(sandbox_url)
+    await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
+    await AppointmentSyncConfig(oauth_block=DEMO_BLOCK, bookings_time_zone="Asia/Kolkata", state_store_url=f"sqlite:///{store}").asave(DEMO_CONFIG, overwrite=True)
+    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig)")
+
+    _say("3. Full sync (Bulk Read of CRM, Bookings window, three-way diff, apply)")
+    _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="full"), ui)
+
+    _say("4. Users edit both sides")
+    with httpx.Client(base_url=sandbox_url, timeout=30) as http:
+        for line in _edits(http):
+            print(f"   {line}")
+        http.delete("/__sandbox/stats")
+
+    _say("5. Incremental sync")
+    _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="incremental"), ui)
+
+    _say("6. Do both sides agree?")
+    with httpx.Client(base_url=sandbox_url, timeout=60) as http:
+        dump = http.get("/__sandbox/dump").json()
+        stats = http.get("/__sandbox/stats").json()
+    bad = disagreements(dump)
+    linked = sum(1 for a in dump["Appointments__s"] if a.get("Booking_Id"))
+    print(f"   incremental run used {stats['total_calls']} API calls, wrote {stats['writes'] or 'nothing'}, minted {stats['tokens_minted']} tokens")
+    if bad:
+        print(f"   {len(bad)} of {linked} linked appointments disagree:")
+        for line in bad[:20]:
+            print(f"   - {line}")
+        return 1
+    print(f"   yes: all {linked} linked appointments agree on both sides.")
+    return 0
 
 
 def run(appointments: int = 2000, port: int = 0) -> int:
-    """Run the demo; returns a process exit code (0: every step worked)."""
-    port = port or _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", str(port), "--appointments", str(appointments), "--bulk-delay", "1.5"],
-        cwd=ROOT,
-    )
-    try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/__sandbox/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    print("the sandbox did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-            return _walk(http)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """Run the demo; returns the exit code (0: both sides agree at the end)."""
+    prefect_port = int(os.environ.get("PREFECT_PORT", "4200"))
+    _say(f"1. Prefect server on 127.0.0.1:{prefect_port} (PREFECT_HOME={os.environ.get('PREFECT_HOME', ROOT / '.prefect')})")
+    api = ensure_prefect_server(prefect_port)
+    ui = api.removesuffix("/api")
+    print(f"   {ui} is up")
+    os.environ["PREFECT_API_URL"] = api
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-
-def _walk(http: httpx.Client) -> int:
-    creds = http.get("/__sandbox/credentials").json()
-    _say("1. OAuth: refresh token -> access token", f"client {creds['client_id'][:12]}..., scopes {creds['scope']}")
-    token = http.post(
-        "/oauth/v2/token",
-        data={k: creds[k] for k in ("client_id", "client_secret", "refresh_token")} | {"grant_type": "refresh_token"},
-    ).json()
-    print(f"   access token ******** expires_in={token['expires_in']} s, api_domain={token['api_domain']}")
-    http.headers["Authorization"] = f"Zoho-oauthtoken {token['access_token']}"
-
-    fields = http.get("/crm/v7/settings/fields", params={"module": "Appointments__s"}).json()["fields"]
-    _say("2. CRM field metadata", f"Appointments__s has {len(fields)} fields, e.g. " + ", ".join(f["api_name"] for f in fields[1:6]))
-
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    window = [(now - timedelta(days=7)).isoformat(), (now + timedelta(days=30)).isoformat()]
-    query = {
-        "module": {"api_name": "Appointments__s"},
-        "fields": ["Appointment_Start_Time", "Appointment_End_Time", "Status", "Booking_Id", "Modified_Time"],
-        "criteria": {"field": {"api_name": "Appointment_Start_Time"}, "comparator": "between", "value": window},
-        "page": 1,
-    }
-    _say("3. Bulk Read of Appointments__s starting in the next 30 days (or the last 7)")
-    job = http.post("/crm/bulk/v7/read", json={"query": query}).json()["data"][0]["details"]
-    seen = None
-    while True:
-        status = http.get(f"/crm/bulk/v7/read/{job['id']}").json()["data"][0]
-        if status["state"] != seen:
-            seen = status["state"]
-            print(f"   job {job['id']}: {seen}")
-        if seen in ("COMPLETED", "FAILURE"):
-            break
-        time.sleep(0.3)
-    if seen == "FAILURE":
-        print(f"   failed: {status['result']['error_message']}")
-        return 1
-    result = status["result"]
-    archive = zipfile.ZipFile(io.BytesIO(http.get(result["download_url"]).content))
-    rows = list(csv.DictReader(io.TextIOWrapper(archive.open(f"{job['id']}.csv"), encoding="utf-8")))
-    print(f"   {result['count']} records in {archive.namelist()[0]}, more_records={result['more_records']}")
-    print("   by Status: " + ", ".join(f"{k} {v}" for k, v in Counter(r["Status"] for r in rows).most_common()))
-
-    _say("4. Bulk Read of Events as ICS")
-    ev = http.post("/crm/bulk/v7/read", json={"query": {"module": {"api_name": "Events"}}, "file_type": "ics"}).json()
-    ev_id = ev["data"][0]["details"]["id"]
-    while (s := http.get(f"/crm/bulk/v7/read/{ev_id}").json()["data"][0])["state"] not in ("COMPLETED", "FAILURE"):
-        time.sleep(0.3)
-    ics = zipfile.ZipFile(io.BytesIO(http.get(s["result"]["download_url"]).content)).read(f"{ev_id}.ics").decode()
-    print(f"   {ics.count('BEGIN:VEVENT')} meetings in {ev_id}.ics")
-
-    _say("5. A user reschedules an appointment in CRM; the change goes to Bookings")
-    upcoming = next(r for r in rows if r["Status"] == "Scheduled")
-    old = datetime.fromisoformat(upcoming["Appointment_Start_Time"])
-    new = old + timedelta(hours=1)
-    edit = http.patch(f"/__sandbox/crm/Appointments__s/{upcoming['Id']}", json={"Appointment_Start_Time": new.isoformat()})
-    print(f"   CRM {upcoming['Id']} ({upcoming['Booking_Id']}): {old.isoformat()} -> {new.isoformat()} [{edit.json()['data'][0]['code']}]")
-    booking = http.get("/bookings/v1/json/getappointment", params={"booking_id": upcoming["Booking_Id"]}).json()["response"]["returnvalue"]
-    wanted = _bookings_time(new, booking["time_zone"])
-    print(f"   booking {booking['booking_id']} in {booking['time_zone']}: {booking['start_time']} -> {wanted}")
-    for attempt in (1, 2):
-        current = http.get("/bookings/v1/json/getappointment", params={"booking_id": booking["booking_id"]}).json()["response"]["returnvalue"]
-        if current["start_time"] == wanted:
-            print(f"   pass {attempt}: Bookings already at {wanted}: nothing sent (the loop guard)")
-            continue
-        r = http.post("/bookings/v1/json/rescheduleappointment", data={"booking_id": booking["booking_id"], "start_time": wanted})
-        print(f"   pass {attempt}: rescheduleappointment -> {r.json()['response']['status']}")
-
-    stats = http.get("/__sandbox/stats").json()
-    _say("6. API calls the sandbox counted", f"{stats['total_calls']} calls, {stats['tokens_minted']} access token minted")
-    for route, n in sorted(stats["calls"].items()):
-        print(f"   {n:4d}  {route}")
-    print("\nDemo complete. The sync flows (issue 5) will replace steps 3-5 with one Prefect flow run.")
-    return 0
+    _say(f"2. Zoho sandbox with {appointments} seeded appointments")
+    with sandbox(appointments, "--bulk-delay", "1.5") as url, temporary_settings({PREFECT_API_URL: api}):
+        print(f"   {url}")
+        return asyncio.run(_run(url, ui))
 
 
 if __name__ == "__main__":

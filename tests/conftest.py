@@ -11,8 +11,6 @@ import contextlib
 import os
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
+
+from deployments import stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,27 +76,8 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 @contextlib.contextmanager
 def sandbox_process(log_dir: Path, *args: str) -> Iterator[str]:
     """Run ``python -m sandbox --port <free> *args`` until the block ends; yields its base URL."""
-    port = free_port()
-    log = (log_dir / f"sandbox-{port}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/__sandbox/health")
+    with stack.sandbox_process(*args, log_dir=log_dir) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @pytest.fixture(scope="session")
