@@ -1,0 +1,73 @@
+"""All deployments in one process with ``prefect.serve`` (small setups; ``prefect.yaml`` is the
+work-pool variant with the same deployments).
+
+=========================  =======================================================
+deployment                 what starts it, what it does
+=========================  =======================================================
+``refresh-token``          every 45 minutes: keep the ZohoOAuth token fresh
+``sync-full``              nightly 02:00 (``SYNC_TIME_ZONE``, default UTC): Bulk Read
+                           of CRM + the Bookings window, diff, apply
+``sync-incremental``       every 5 minutes: CRM changes since the bookmark + the
+                           short Bookings window
+``sync-on-webhook``        event ``zoho.sync.requested`` (from the webhook receiver):
+                           sync exactly the ids in the event
+=========================  =======================================================
+
+Run: ``python -m deployments.serve`` with ``PREFECT_API_URL`` set; ``SYNC_CONFIG_BLOCK``
+and ``ZOHO_OAUTH_BLOCK`` name the organisation's blocks.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from prefect import serve
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron, Interval
+
+from flows.refresh_token import refresh_token
+from flows.sync_appointments import sync_appointments
+
+
+def build(config_block: str, oauth_block: str, time_zone: str = "UTC") -> list:
+    """The deployments of one organisation (``config_block`` / ``oauth_block``)."""
+    tags = [f"org:{config_block}"]
+    return [
+        refresh_token.to_deployment(
+            name="refresh-token", schedules=[Interval(timedelta(minutes=45), slug="every-45-minutes")],
+            parameters={"block_name": oauth_block}, tags=tags,
+        ),
+        sync_appointments.to_deployment(
+            name="sync-full", schedules=[Cron("0 2 * * *", timezone=time_zone, slug="nightly")],
+            parameters={"config_block": config_block, "mode": "full"}, tags=[*tags, "direction:both", "mode:full"],
+        ),
+        sync_appointments.to_deployment(
+            name="sync-incremental", schedules=[Interval(timedelta(minutes=5), slug="every-5-minutes")],
+            parameters={"config_block": config_block, "mode": "incremental"}, tags=[*tags, "direction:both", "mode:incremental"],
+        ),
+        sync_appointments.to_deployment(
+            name="sync-on-webhook",
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={"zoho.sync.requested"},
+                    match={"prefect.resource.id": f"zoho.sync.{config_block}"},
+                    parameters={
+                        "config_block": "{{ event.payload.config_block }}",
+                        "crm_ids": "{{ event.payload.crm_ids }}",
+                        "booking_ids": "{{ event.payload.booking_ids }}",
+                    },
+                )
+            ],
+            tags=[*tags, "direction:both", "mode:records"],
+        ),
+    ]
+
+
+def main() -> None:  # pragma: no cover - long-running
+    """Serve every deployment until interrupted."""
+    serve(*build(os.environ.get("SYNC_CONFIG_BLOCK", "sync-sandbox"), os.environ.get("ZOHO_OAUTH_BLOCK", "zoho-sandbox"), os.environ.get("SYNC_TIME_ZONE", "UTC")))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

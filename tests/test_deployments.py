@@ -1,0 +1,32 @@
+"""serve.py and prefect.yaml define the same deployments, with resolvable entrypoints."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from deployments.serve import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_serve_and_prefect_yaml_agree():
+    served = {d.name: d for d in build("sync-acme", "zoho-acme")}
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    assert set(served) == {d["name"] for d in spec["deployments"]} == {"refresh-token", "sync-full", "sync-incremental", "sync-on-webhook"}
+    for d in spec["deployments"]:
+        path, func = d["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert callable(getattr(module, func))
+    assert served["sync-incremental"].parameters == {"config_block": "sync-acme", "mode": "incremental"}
+    assert served["refresh-token"].parameters == {"block_name": "zoho-acme"}
+
+
+def test_the_webhook_deployment_is_triggered_by_the_receivers_event():
+    hook = next(d for d in build("sync-acme", "zoho-acme") if d.name == "sync-on-webhook")
+    (trigger,) = hook.triggers
+    assert trigger.expect == {"zoho.sync.requested"}
+    assert trigger.match.model_dump().get("prefect.resource.id") == "zoho.sync.sync-acme"
+    assert set(trigger.parameters) == {"config_block", "crm_ids", "booking_ids"}
