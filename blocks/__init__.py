@@ -10,3 +10,7 @@ __all__ = ["ZohoOAuth"]
 from .sync_config import AppointmentSyncConfig  # noqa: E402
 
 __all__ += ["AppointmentSyncConfig"]
+
+from .notification_channel import NotificationChannel  # noqa: E402
+
+__all__ += ["NotificationChannel"]

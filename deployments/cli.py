@@ -10,6 +10,8 @@ Sub-commands:
   ``ZOHO_CLIENT_SECRET`` or a hidden prompt, never from the command line).
 * ``appt-sync token``: refresh a block's token if needed and say when it expires.
 * ``appt-sync sync``: run the appointment sync once and print its summary.
+* ``appt-sync webhooks status|subscribe``: the CRM notification channel (see
+  :mod:`flows.notifications`).
 """
 
 from __future__ import annotations
@@ -141,6 +143,85 @@ def sync(
     for row in summary.conflict_list[:20]:
         typer.echo(f"conflict {row['booking_id']}: {row['reason']}")
     raise typer.Exit(1 if summary.failed else 0)
+
+
+webhooks = typer.Typer(help="The Zoho CRM notification channel (see the renew-notification-channel flow).", no_args_is_help=True)
+app.add_typer(webhooks, name="webhooks")
+
+
+def _token_hint(channel_block: str) -> str:
+    """How to give the receiver the channel token without printing it."""
+    read = f"from blocks import NotificationChannel; print(NotificationChannel.load('{channel_block}').token.get_secret_value())"
+    return (
+        "The webhook receiver needs the channel token in APPT_SYNC_RECEIVER_CHANNEL_TOKEN; read it from the block with\n"
+        f"  export APPT_SYNC_RECEIVER_CHANNEL_TOKEN=\"$(python -c \"{read}\")\""
+    )
+
+
+@webhooks.command("status")
+def webhooks_status(channel_block: str = typer.Option("crm-channel", help="NotificationChannel block document")) -> None:
+    """List Zoho's active notification channels; exit 1 if the block's channel is missing or due for renewal."""
+    import asyncio
+
+    from flows.notifications import channel_status
+    from zoho.errors import ZohoError
+
+    try:
+        status = asyncio.run(channel_status(channel_block))
+    except (ZohoError, ValueError) as exc:
+        typer.secho(f"appt-sync webhooks status: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    if not status["channels"]:
+        typer.echo("Zoho has no active notification channels.")
+    for c in status["channels"]:
+        mark = ""
+        if c["is_block_channel"]:
+            mark = f"  <- block '{channel_block}'" + ("" if c["matches_block"] else " (events or notify_url differ from the block)")
+        typer.echo(
+            f"channel {c['channel_id']}: events {', '.join(c['events'])} -> {c['notify_url']}; "
+            f"expires {c['channel_expiry']} ({c['hours_left']} hours left){mark}"
+        )
+    if status["problem"]:
+        typer.secho(
+            f"Block '{channel_block}' (channel {status['channel_id']}): {status['problem']} "
+            f"(renew window {status['renew_before_hours']:g} hours). Run: appt-sync webhooks subscribe, or the renew-notification-channel deployment.",
+            err=True, fg="red",
+        )
+        raise typer.Exit(1)
+    typer.echo(f"Block '{channel_block}' (channel {status['channel_id']}) is subscribed and outside its {status['renew_before_hours']:g}-hour renew window.")
+
+
+@webhooks.command("subscribe")
+def webhooks_subscribe(
+    notify_url: str = typer.Option(..., help="the receiver's public URL of /zoho/crm/notifications"),
+    oauth_block: str = typer.Option(..., help="ZohoOAuth block document the watch calls use"),
+    channel_block: str = typer.Option("crm-channel", help="NotificationChannel block document to create or update"),
+    channel_id: int = typer.Option(0, help="channel id (default: the block's, or a random one for a new block)"),
+    event: list[str] = typer.Option([], help="event to watch, e.g. Appointments__s.all, Events.all (repeatable; default: the block's, or Appointments__s.all)"),
+) -> None:
+    """Create or update the NotificationChannel block and run renew-notification-channel once."""
+    import asyncio
+
+    from blocks.notification_channel import configure_channel
+    from flows.notifications import renew_notification_channel
+    from zoho.errors import ZohoError
+
+    try:
+        block, replaced = asyncio.run(
+            configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, channel_id=channel_id or None, events=event or None)
+        )
+        report = asyncio.run(renew_notification_channel(channel_block=channel_block))
+    except (ZohoError, ValueError) as exc:
+        typer.secho(f"appt-sync webhooks subscribe: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    verb = "Subscribed" if report["renewed"] else "Already subscribed:"
+    typer.echo(
+        f"{verb} channel {report['channel_id']} ({', '.join(report['events'])}) -> {report['notify_url']}; "
+        f"expires {report['channel_expiry']} ({report['hours_left']} hours left). Block '{channel_block}' saved."
+    )
+    if replaced is not None:
+        typer.echo(f"Channel {replaced} (the block's previous id) stays subscribed at Zoho until it expires.")
+    typer.echo(_token_hint(channel_block))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,8 +13,12 @@ deployment                 what starts it, what it does
                            sync exactly the ids in the event
 =========================  =======================================================
 
+and ``renew-notification-channel`` (daily): subscribe the CRM notification channel
+again before its one-week ``channel_expiry`` (:mod:`flows.notifications`).
+
 Run: ``python -m deployments.serve`` with ``PREFECT_API_URL`` set; ``SYNC_CONFIG_BLOCK``
-and ``ZOHO_OAUTH_BLOCK`` name the organisation's blocks.
+and ``ZOHO_OAUTH_BLOCK`` name the organisation's blocks (``NOTIFICATION_CHANNEL_BLOCK``
+its ``NotificationChannel``, default ``crm-channel``).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
+from flows.notifications import renew_notification_channel
 from flows.refresh_token import refresh_token
 from flows.sync_appointments import sync_appointments
 
 
-def build(config_block: str, oauth_block: str, time_zone: str = "UTC") -> list:
-    """The deployments of one organisation (``config_block`` / ``oauth_block``)."""
+def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_block: str = "crm-channel") -> list:
+    """The deployments of one organisation (``config_block`` / ``oauth_block`` / ``channel_block``)."""
     tags = [f"org:{config_block}"]
     return [
         refresh_token.to_deployment(
@@ -61,12 +66,21 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC") -> list:
             ],
             tags=[*tags, "direction:both", "mode:records"],
         ),
+        renew_notification_channel.to_deployment(
+            name="renew-notification-channel", schedules=[Interval(timedelta(days=1), slug="daily")],
+            parameters={"channel_block": channel_block}, tags=tags,
+        ),
     ]
 
 
 def main() -> None:  # pragma: no cover - long-running
     """Serve every deployment until interrupted."""
-    serve(*build(os.environ.get("SYNC_CONFIG_BLOCK", "sync-sandbox"), os.environ.get("ZOHO_OAUTH_BLOCK", "zoho-sandbox"), os.environ.get("SYNC_TIME_ZONE", "UTC")))
+    serve(
+        *build(
+            os.environ.get("SYNC_CONFIG_BLOCK", "sync-sandbox"), os.environ.get("ZOHO_OAUTH_BLOCK", "zoho-sandbox"), os.environ.get("SYNC_TIME_ZONE", "UTC"),
+            channel_block=os.environ.get("NOTIFICATION_CHANNEL_BLOCK", "crm-channel"),
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

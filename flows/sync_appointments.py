@@ -23,7 +23,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
 from sqlalchemy import func, select
@@ -105,7 +105,34 @@ def _commit_bookings(engine, link: Link, outcome: Outcome) -> tuple:
     return (link.booking_id, link.crm_id, link.time_zone, link.crm, SideState(start, bookings_canon(status)))
 
 
-@flow(name="sync-appointments", flow_run_name="sync-{mode}")
+def _run_name() -> str:
+    """``sync-incremental-2026-11-21T10:05Z`` (``records`` for webhook runs)."""
+    from datetime import datetime, timezone
+
+    from prefect.runtime import flow_run as current
+
+    params = current.parameters
+    kind = "records" if params.get("booking_ids") is not None or params.get("crm_ids") is not None else params.get("mode", "full")
+    return f"sync-{kind}{'-dry-run' if params.get('dry_run') else ''}-{datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}"
+
+
+#: Prefect event names for applied actions (the event feed reads as the sync's history).
+EVENT_NAMES = {Kind.RESCHEDULE: "zoho.appointment.rescheduled", Kind.CANCEL: "zoho.appointment.cancelled", Kind.COMPLETE: "zoho.appointment.completed", Kind.NO_SHOW: "zoho.appointment.no_show"}
+
+
+def _emit_applied(action: Action, run_id: str, config_block: str) -> None:
+    """One event per applied action, the appointment as the resource (no secrets)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=EVENT_NAMES[action.kind],
+        resource={"prefect.resource.id": f"zoho.appointment.{action.booking_id}", "prefect.resource.name": action.booking_id, "zoho.crm.id": action.crm_id},
+        related=[{"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"}],
+        payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id},
+    )
+
+
+@flow(name="sync-appointments", flow_run_name=_run_name)
 async def sync_appointments(
     config_block: str = "sync-sandbox",
     mode: Literal["full", "incremental"] = "full",
@@ -118,6 +145,11 @@ async def sync_appointments(
     Returns a :class:`~sync.report.SyncSummary` (also published as a markdown artifact,
     with table artifacts of changes, failures and conflicts).
     """
+    with tags(f"org:{config_block}", "direction:both"):
+        return await _sync(config_block, mode, dry_run, booking_ids, crm_ids)
+
+
+async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None) -> SyncSummary:
     logger = get_run_logger()
     cfg = await AppointmentSyncConfig.aload(config_block)
     if cfg.crm_module != "Appointments__s":
@@ -205,11 +237,11 @@ async def sync_appointments(
                 outcomes = await apply_crm_batch(cfg.oauth_block, cfg.crm_module, batch)
             except Exception as exc:  # the whole batch failed after retries: each record goes to the retry queue
                 outcomes = [Outcome(a, False, getattr(exc, "code", type(exc).__name__), str(exc), transient=True) for a in batch]
-            _record(engine, summary, links, outcomes, _commit_crm)
+            _record(engine, summary, links, outcomes, _commit_crm, config_block)
         bk_actions = [a for a in todo if a.target is Side.BOOKINGS]
         bk_outcomes = await apply_bookings(cfg.oauth_block, bk_actions, cfg.bookings_concurrency)
         calls["bookings_write"] += sum(o.sent for o in bk_outcomes)
-        _record(engine, summary, links, bk_outcomes, _commit_bookings)
+        _record(engine, summary, links, bk_outcomes, _commit_bookings, config_block)
 
     # 5. bookmark and report
     if not targeted and mode == "incremental":
@@ -229,7 +261,7 @@ async def sync_appointments(
     return summary
 
 
-def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list[Outcome], commit) -> None:
+def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list[Outcome], commit, config_block: str) -> None:
     bases, log = [], []
     for o in outcomes:
         a: Action = o.action
@@ -239,6 +271,7 @@ def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list
             summary.applied += 1
             summary.changes.append(entry)
             log.append((a, "applied", o.code, o.message))
+            _emit_applied(a, summary.run_id, config_block)
         else:
             summary.failed += 1
             summary.failures.append({**entry, "code": o.code, "message": o.message})

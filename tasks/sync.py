@@ -148,7 +148,21 @@ def crm_update(action: Action) -> AppointmentUpdate:
     raise ValueError(f"CRM has no {action.kind.value}: a no-show is written as a cancel with the note {NO_SHOW_NOTE!r}")
 
 
-@task(name="apply-crm-batch", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+def _crm_batch_name() -> str:
+    from prefect.runtime import task_run
+
+    actions = task_run.parameters.get("actions") or []
+    return f"put-{task_run.parameters.get('module', 'crm')}-{len(actions)}-records"
+
+
+def _bookings_action_name() -> str:
+    from prefect.runtime import task_run
+
+    action = task_run.parameters.get("action")
+    return f"bookings-{action.kind.value}-{action.booking_id}" if action is not None else "bookings-action"
+
+
+@task(name="apply-crm-batch", task_run_name=_crm_batch_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def apply_crm_batch(oauth_block: str, module: str, actions: list[Action]) -> list[Outcome]:
     """One ``PUT /crm/v7/{module}`` of up to 100 actions; per-record outcomes in order.
 
@@ -172,7 +186,7 @@ async def apply_crm_batch(oauth_block: str, module: str, actions: list[Action]) 
     return outcomes
 
 
-@task(name="apply-bookings-action", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+@task(name="apply-bookings-action", task_run_name=_bookings_action_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def apply_bookings_action(oauth_block: str, action: Action, zoho: ZohoClient | None = None) -> Outcome:
     """One Bookings call: ``rescheduleappointment`` (start in the booking's time zone) or
     ``updateappointment`` (``cancel``, ``completed``, ``noshow``). A refusal is an outcome, not an error.

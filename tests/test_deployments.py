@@ -15,13 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_serve_and_prefect_yaml_agree():
     served = {d.name: d for d in build("sync-acme", "zoho-acme")}
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
-    assert set(served) == {d["name"] for d in spec["deployments"]} == {"refresh-token", "sync-full", "sync-incremental", "sync-on-webhook"}
+    assert set(served) == {d["name"] for d in spec["deployments"]} == {
+        "refresh-token", "sync-full", "sync-incremental", "sync-on-webhook", "renew-notification-channel",
+    }
     for d in spec["deployments"]:
         path, func = d["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         assert callable(getattr(module, func))
     assert served["sync-incremental"].parameters == {"config_block": "sync-acme", "mode": "incremental"}
     assert served["refresh-token"].parameters == {"block_name": "zoho-acme"}
+    assert served["renew-notification-channel"].parameters == {"channel_block": "crm-channel"}
+    other = {d.name: d for d in build("sync-acme", "zoho-acme", channel_block="crm-acme")}
+    assert other["renew-notification-channel"].parameters == {"channel_block": "crm-acme"}
+    renew = next(d for d in spec["deployments"] if d["name"] == "renew-notification-channel")
+    assert [s["slug"] for s in renew["schedules"]] == ["daily"]
 
 
 def test_the_webhook_deployment_is_triggered_by_the_receivers_event():

@@ -159,7 +159,7 @@ async def test_no_secret_in_logs_artifacts_or_errors(sandbox, oauth_block, caplo
     secrets = [sandbox.creds["client_secret"], sandbox.creds["refresh_token"], block.access_token.get_secret_value()]
     texts = [caplog.text, str(error), repr(error), str(report), repr(block)]
     texts += [str(a["data"]) for a in prefect_post(prefect_api, "/artifacts/filter", {"limit": 200})]
-    texts += [log["message"] for log in prefect_post(prefect_api, "/logs/filter", {"limit": 200})]
+    texts += [log["message"] for log in prefect_post(prefect_api, "/logs/filter", {"limit": 200, "sort": "TIMESTAMP_DESC"})]
     assert any("Refreshed the Zoho access token" in t or "refreshed" in t for t in texts)
     for secret in secrets:
         assert all(secret not in text for text in texts)

@@ -455,3 +455,22 @@ async def test_dry_run_writes_nothing_and_booking_ids_sync_only_those(sandbox, o
 
     rest = await org.sync()
     assert rest.applied == 2 and disagreements(sandbox.dump()) == []
+
+
+async def test_runs_are_named_tagged_and_each_applied_change_is_an_event(sandbox, org, prefect_api, monkeypatch):
+    import httpx
+    import prefect.events
+
+    emitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: emitted.append(kw))
+    summary = await org.sync("full")
+    assert summary.applied > 0
+    run = httpx.get(f"{prefect_api}/flow_runs/{summary.run_id}", timeout=30).raise_for_status().json()
+    assert run["name"].startswith("sync-full-20") and run["name"].endswith("Z")
+    tasks = httpx.post(f"{prefect_api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [summary.run_id]}}, "limit": 200}, timeout=30).json()
+    assert any(t["name"].startswith("put-Appointments__s-") for t in tasks)
+    assert all(f"org:{org.name}" in t["tags"] for t in tasks if t["name"].startswith("put-"))
+    applied = [e for e in emitted if e["event"].startswith("zoho.appointment.")]
+    assert sorted(e["resource"]["prefect.resource.name"] for e in applied) == sorted(c["booking_id"] for c in summary.changes)
+    assert {e["event"] for e in applied} == {"zoho.appointment.cancelled"}  # the seed's no-shows, written as CRM cancellations
+    assert all(e["payload"]["sync_run"] == summary.run_id and e["resource"]["prefect.resource.id"].startswith("zoho.appointment.#AN-") for e in applied)
