@@ -11,7 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install test demo down sandbox bench clean
+.PHONY: install test demo up down sandbox bench clean
 
 install: $(STAMP)
 
@@ -28,9 +28,18 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/appt-sync demo
 
-# Stop the Prefect server `make demo` started (PID file), nothing else.
+# Start (or confirm) the local stack on 127.0.0.1: Prefect server, sandbox, webhook
+# receiver and `deployments.serve` (PID files and logs in .prefect/); prints the addresses.
+up: $(STAMP)
+	$(BIN)/python -m deployments.stack up
+
+# Stop exactly what `make up` / `make demo` started (process groups named by the PID
+# files in .prefect/), nothing else, and remove the PID files.
 down:
-	@if [ -f .prefect/server.pid ]; then kill -TERM -- -$$(cat .prefect/server.pid) 2>/dev/null || true; rm -f .prefect/server.pid; echo "stopped the Prefect server"; else echo "nothing to stop"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deployments.stack down; \
+	else stopped=; for name in serve receiver sandbox server; do f=.prefect/$$name.pid; [ -f $$f ] || continue; \
+	  kill -TERM -- -$$(cut -d' ' -f1 $$f) 2>/dev/null || true; rm -f $$f; stopped="$$stopped $$name"; done; \
+	  echo "stopped:$${stopped:- nothing}"; fi
 
 sandbox: $(STAMP)
 	$(BIN)/appt-sync sandbox --host 127.0.0.1 --port $(SANDBOX_PORT)
