@@ -11,7 +11,10 @@ are paused meanwhile (and resumed afterwards), so every change is carried by
 1. **Latency**: ``--edits`` sequential edits through the sandbox admin API, taking
    turns: CRM reschedule (-> Bookings), Bookings reschedule (-> CRM), Bookings
    cancel (-> CRM). Each is timed from just before the admin call until the dump of
-   that one record shows the change on the other side (polled every 0.1 s).
+   that one record shows the change on the other side (polled every 0.1 s). Before
+   each edit the stack is let go quiet (no run under way, nothing pending in the
+   receiver: the sync's own write comes back as a notification and starts an
+   "echo" run that finds nothing to do); ``--back-to-back`` skips that wait.
    Prints p50 / p95 / max and a breakdown from the runs' timestamps (edit -> flow
    run created -> flow run started -> visible). Targets: p50 <= 5 s, p95 <= 10 s.
 2. **Burst**: the CRM notification channel is unsubscribed, ``--burst-ids`` future
@@ -182,11 +185,19 @@ def bookings_cancel(sandbox: httpx.Client, a: dict, b: dict, i: int) -> Callable
 EDITS = [("CRM reschedule", crm_reschedule), ("Bookings reschedule", bookings_reschedule), ("Bookings cancel", bookings_cancel)]
 
 
-def latency(sandbox: httpx.Client, runs: Runs, pairs: list[tuple[dict, dict]], n: int, timeout: float) -> tuple[list[float], list[str]]:
-    """Run ``n`` sequential edits; returns ``(seconds per visible edit, failures)``."""
+def quiet(runs: Runs, receiver: str) -> bool:
+    """No ``sync-on-webhook`` run under way and no id waiting in the receiver."""
+    return httpx.get(f"{receiver}/healthz", timeout=10).json().get("pending_ids") == 0 and runs.settled()
+
+
+def latency(sandbox: httpx.Client, runs: Runs, receiver: str, pairs: list[tuple[dict, dict]], args: argparse.Namespace) -> tuple[list[float], list[str]]:
+    """Run ``args.edits`` sequential edits; returns ``(seconds per visible edit, failures)``."""
     seconds, failures, marks = [], [], []
+    n, timeout = args.edits, args.edit_timeout
     for i, (a, b) in enumerate(pairs[:n]):
         kind, edit = EDITS[i % len(EDITS)]
+        if not args.back_to_back:
+            wait_for(lambda: quiet(runs, receiver), 30, every=0.5)  # the previous edit's echo run has finished
         t0 = time.time()
         visible = edit(sandbox, a, b, i)
         if wait_for(visible, timeout):
@@ -196,11 +207,11 @@ def latency(sandbox: httpx.Client, runs: Runs, pairs: list[tuple[dict, dict]], n
         else:
             failures.append(f"{kind} {b['booking_id']}")
             print(f"   {i + 1:3d}. {kind:20s} {b['booking_id']}: not visible within {timeout:.0f} s", flush=True)
-    breakdown(runs, marks)
+    breakdown(runs, marks, args.verbose)
     return seconds, failures
 
 
-def breakdown(runs: Runs, marks: list[tuple[str, str, float, float]]) -> None:
+def breakdown(runs: Runs, marks: list[tuple[str, str, float, float]], verbose: bool = False) -> None:
     """Medians of edit -> run created -> run started -> visible, from the runs that carried each id."""
     all_runs = sorted(runs.list(), key=lambda r: r["created"])
     parts: dict[str, list[float]] = {"edit -> flow run created": [], "created -> started": [], "started -> visible": []}
@@ -211,6 +222,8 @@ def breakdown(runs: Runs, marks: list[tuple[str, str, float, float]]) -> None:
             parts["edit -> flow run created"].append(created - t0)
             parts["created -> started"].append(started - created)
             parts["started -> visible"].append(t1 - started)
+            if verbose:
+                print(f"   {booking_id}: created +{created - t0:.2f}, started +{started - created:.2f}, visible +{t1 - started:.2f}")
     for name, values in parts.items():
         if values:
             print(f"   {name:26s} median {statistics.median(values):5.2f} s, max {max(values):5.2f} s")
@@ -282,11 +295,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--appointments", type=int, default=2000, help="appointments the started stack seeds")
     p.add_argument("--edits", type=int, default=50)
     p.add_argument("--edit-timeout", type=float, default=60)
+    p.add_argument("--back-to-back", action="store_true", help="edit again as soon as the last edit shows, without waiting for its echo run to finish")
     p.add_argument("--burst", type=int, default=1000, help="notifications in the burst (0: no burst)")
     p.add_argument("--burst-seconds", type=float, default=10)
     p.add_argument("--burst-ids", type=int, default=500, help="distinct CRM appointments the burst names")
     p.add_argument("--coalesce", type=float, help="the receiver's coalesce window, seconds (started stack only)")
     p.add_argument("--poll", type=int, help="PREFECT_RUNNER_POLL_FREQUENCY of serve, seconds (started stack only)")
+    p.add_argument("--verbose", action="store_true", help="print each edit's breakdown")
     p.add_argument("--keep", action="store_true", help="keep the started stack until Enter is pressed (to look around)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the burst's ids to sync")
     return p.parse_args(argv)
@@ -312,7 +327,7 @@ def _measure(args: argparse.Namespace, s: stk.Stack, runs: Runs, oauth_block: st
         if len(pairs) < need:
             raise SystemExit(f"the sandbox has {len(pairs)} future scheduled appointments; need {need}")
         print(f"\n== 1. {args.edits} sequential edits through the sandbox admin API", flush=True)
-        seconds, failures = latency(sandbox, runs, pairs, args.edits, args.edit_timeout)
+        seconds, failures = latency(sandbox, runs, s.receiver, pairs, args)
         synced, lost, flow_runs = 0, 0, 0
         if args.burst:
             print(f"\n== 2. burst: {args.burst} notifications in {args.burst_seconds:g} s", flush=True)

@@ -465,6 +465,8 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     ports = _ports(prefect_port, sandbox_port, receiver_port)
+    if not (home / "receiver.env").exists():
+        stop_pidfile(home / "receiver.pid")  # new secrets: a running receiver would still check the old ones
     secret = receiver_secrets(home)
     sandbox_url, receiver_url = f"http://127.0.0.1:{ports['sandbox']}", f"http://127.0.0.1:{ports['receiver']}"
 
@@ -539,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"make up failed: {exc}\n(logs in {prefect_home()}; `make down` stops what did start)", file=sys.stderr)
         return 1
+    except Exception:
+        print(f"make up failed (logs in {prefect_home()}; `make down` stops what did start):", file=sys.stderr)
+        raise
     return 0
 
 
