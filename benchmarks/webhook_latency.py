@@ -300,6 +300,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--burst-seconds", type=float, default=10)
     p.add_argument("--burst-ids", type=int, default=500, help="distinct CRM appointments the burst names")
     p.add_argument("--coalesce", type=float, help="the receiver's coalesce window, seconds (started stack only)")
+    p.add_argument("--leading", type=float, help="the receiver's leading-edge delay, seconds; -1: no leading edge, a fixed tick (started stack only)")
     p.add_argument("--poll", type=int, help="PREFECT_RUNNER_POLL_FREQUENCY of serve, seconds (started stack only)")
     p.add_argument("--verbose", action="store_true", help="print each edit's breakdown")
     p.add_argument("--keep", action="store_true", help="keep the started stack until Enter is pressed (to look around)")
@@ -352,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, s)
     if args.coalesce is not None:
         os.environ["APPT_SYNC_RECEIVER_COALESCE_SECONDS"] = str(args.coalesce)
+    if args.leading is not None:
+        if args.leading < 0:
+            os.environ["APPT_SYNC_RECEIVER_LEADING_EDGE"] = "false"
+        else:
+            os.environ["APPT_SYNC_RECEIVER_LEADING_SECONDS"] = str(args.leading)
     if args.poll is not None:
         os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(args.poll)
     with tempfile.TemporaryDirectory(prefix="webhook-latency-") as tmp:
@@ -362,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             s = stk.up(home, data, stk.free_port(), stk.free_port(), stk.free_port(), appointments=args.appointments, say=lambda m: print(f"   {m}", flush=True))
             print(f"   up in {time.monotonic() - t0:.1f} s: UI {s.ui}, sandbox {s.sandbox}, receiver {s.receiver}; "
                   f"PREFECT_RUNNER_POLL_FREQUENCY={os.environ.get('PREFECT_RUNNER_POLL_FREQUENCY', stk.TUNING['PREFECT_RUNNER_POLL_FREQUENCY'])}, "
-                  f"coalesce {os.environ.get('APPT_SYNC_RECEIVER_COALESCE_SECONDS', stk.TUNING['APPT_SYNC_RECEIVER_COALESCE_SECONDS'])} s", flush=True)
+                  f"coalesce {os.environ.get('APPT_SYNC_RECEIVER_COALESCE_SECONDS', stk.TUNING['APPT_SYNC_RECEIVER_COALESCE_SECONDS'])} s, "
+                  f"leading edge {os.environ.get('APPT_SYNC_RECEIVER_LEADING_EDGE', 'true')} ({os.environ.get('APPT_SYNC_RECEIVER_LEADING_SECONDS', '0.2')} s)", flush=True)
             return run(args, s)
         finally:
             if args.keep:

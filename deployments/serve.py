@@ -11,6 +11,8 @@ deployment                 what starts it, what it does
                            short Bookings window
 ``sync-on-webhook``        event ``zoho.sync.requested`` (from the webhook receiver):
                            sync exactly the ids in the event
+``bulk-read-callback``     event ``zoho.bulk_read.callback``: record the finished
+                           Bulk Read job, so its waiting ``bulk-read`` run goes on
 =========================  =======================================================
 
 and ``renew-notification-channel`` (daily): subscribe the CRM notification channel
@@ -30,6 +32,7 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
+from flows.bulk_read import bulk_read_callback
 from flows.notifications import renew_notification_channel
 from flows.refresh_token import refresh_token
 from flows.sync_appointments import sync_appointments
@@ -65,6 +68,22 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_b
                 )
             ],
             tags=[*tags, "direction:both", "mode:records"],
+        ),
+        bulk_read_callback.to_deployment(
+            name="bulk-read-callback",
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={"zoho.bulk_read.callback"},
+                    match={"prefect.resource.id": "zoho.bulk_read.*", "zoho.organisation": config_block},
+                    parameters={
+                        "config_block": "{{ event.payload.config_block }}",
+                        "job_id": "{{ event.payload.job_id }}",
+                        "state": "{{ event.payload.state }}",
+                        "result": "{{ event.payload.result }}",
+                    },
+                )
+            ],
+            tags=tags,
         ),
         renew_notification_channel.to_deployment(
             name="renew-notification-channel", schedules=[Interval(timedelta(days=1), slug="daily")],

@@ -62,8 +62,9 @@ CHANNEL_EVENTS = ["Appointments__s.all"]
 #: The receiver's secrets (``PREFECT_HOME/receiver.env``), as its settings read them.
 SECRET_NAMES = ("APPT_SYNC_RECEIVER_CHANNEL_TOKEN", "APPT_SYNC_RECEIVER_BOOKINGS_SECRET", "APPT_SYNC_RECEIVER_CALLBACK_SECRET")
 #: Defaults for the started processes (the caller's environment wins): the runner
-#: looks for triggered runs every second; the receiver coalesces ids for 2 s, which
-#: keeps a burst (and the echoes of the sync's own writes) to a few flow runs.
+#: looks for triggered runs every second; the receiver emits a lone id after 0.2 s
+#: and then at most once per 2 s, which keeps a burst (and the echoes of the sync's
+#: own writes) to a few flow runs.
 #: See benchmarks/README.md ("webhook_latency.py") for the figures behind them.
 TUNING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "APPT_SYNC_RECEIVER_COALESCE_SECONDS": "2"}
 

@@ -20,9 +20,12 @@ Routes:
 
 Bad JSON, a wrong token or secret, a body over 1 MB, an unknown module or
 operation get a clear 4xx and no event. A burst does not become a storm: ids are
-coalesced for ``coalesce_seconds`` and emitted as one ``zoho.sync.requested`` event
-per window (at most 500 ids each), which the ``sync-on-webhook`` deployment's
-trigger turns into one flow run; ids are kept until their event is emitted.
+coalesced and emitted as ``zoho.sync.requested`` events (at most 500 ids each),
+which the ``sync-on-webhook`` deployment's trigger turns into one flow run each.
+Leading edge and throttle: when the receiver has been idle, the first id is
+emitted ``leading_seconds`` (0.2 s) after it arrives, so a single edit is not held
+back; while ids keep coming, at most one event per ``coalesce_seconds`` (2 s).
+Ids are kept until their event is emitted.
 """
 
 from __future__ import annotations
@@ -64,13 +67,48 @@ class ReceiverSettings(BaseSettings):
     modules: frozenset[str] = frozenset({"Appointments__s"})
     state_store_url: str | None = None
     coalesce_seconds: float = 2.0
+    leading_edge: bool = True
+    leading_seconds: float = 0.2
     max_body_bytes: int = 1_048_576
 
 
 def _same(given: str | None, expected: SecretStr) -> bool:
-    """Constant-time comparison; an unset expected secret accepts nothing."""
+    """Constant-time comparison; an unset expected secret accepts nothing.
+
+    ``surrogatepass``: a string from JSON may hold a lone surrogate (``"\\ud800"``),
+    which plain UTF-8 cannot encode; it is compared (and fails) like any wrong value.
+    """
     secret = expected.get_secret_value()
-    return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
+    return bool(secret) and given is not None and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode())
+
+
+def _record_id(value: Any) -> bool:
+    """A record id as Zoho sends one: a non-empty string or an integer (not a boolean)."""
+    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
+
+
+#: The Bulk Read job status fields the state store keeps, and the JSON types each may have (None: absent or null).
+_JOB_RESULT_TYPES: dict[str, tuple[type, ...]] = {"count": (int,), "page": (int,), "more_records": (bool,), "next_page_token": (str,), "download_url": (str,), "error_message": (dict,)}
+
+
+def _bulk_job(body: Any) -> dict[str, Any] | None:
+    """The job of a Bulk Read callback body (``{"data": [job]}`` or the job itself), or None when it
+    is not a job status JSON: ``id`` a record id, ``state`` a non-empty string, ``result`` (if any)
+    an object whose known fields have their JSON types."""
+    data = body.get("data") if isinstance(body, dict) else None
+    job = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else body
+    if not isinstance(job, dict) or not _record_id(job.get("id")) or not isinstance(job.get("state"), str) or not job["state"]:
+        return None
+    result = job.get("result")
+    if result is None:
+        return job
+    if not isinstance(result, dict):
+        return None
+    for name, types in _JOB_RESULT_TYPES.items():
+        value = result.get(name)
+        if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            return None
+    return job
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -78,17 +116,24 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class Coalescer:
-    """Collects ids per kind and emits one ``zoho.sync.requested`` event per window."""
+    """Collects ids per kind and emits them as ``zoho.sync.requested`` events.
+
+    Timing (``ReceiverSettings``): idle, the first id is emitted ``leading_seconds``
+    after it arrives; then at most one flush per ``coalesce_seconds`` while ids keep
+    coming. ``leading_edge=False`` flushes on a fixed ``coalesce_seconds`` tick.
+    """
 
     def __init__(self, settings: ReceiverSettings, emit: Any) -> None:
         self.settings = settings
         self.emit = emit
         self.pending: dict[str, set[str]] = defaultdict(set)
         self.emitted_events = 0
+        self._wake = asyncio.Event()
 
     def add(self, kind: str, ids: list[str]) -> None:
         """Queue ``ids`` of ``kind`` (``crm_ids`` or ``booking_ids``)."""
         self.pending[kind].update(ids)
+        self._wake.set()
 
     def flush(self) -> int:
         """Emit what is pending; returns the number of events. Ids stay queued if emitting fails."""
@@ -103,6 +148,7 @@ class Coalescer:
                     self.emit("zoho.sync.requested", {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}, payload)
                 except Exception:  # noqa: BLE001 - keep the ids; the next window tries again
                     log.exception("could not emit zoho.sync.requested; %s ids kept for the next window", len(ids) - i)
+                    self.emitted_events += sent
                     return sent
                 self.pending[kind].difference_update(chunk)
                 sent += 1
@@ -110,11 +156,21 @@ class Coalescer:
         return sent
 
     async def run(self) -> None:
-        """Flush every ``coalesce_seconds`` until cancelled (then flush once more)."""
+        """Flush as described in the class docstring until cancelled (then flush once more)."""
+        window, leading = self.settings.coalesce_seconds, self.settings.leading_seconds if self.settings.leading_edge else None
         try:
             while True:
-                await asyncio.sleep(self.settings.coalesce_seconds)
+                if leading is None:
+                    await asyncio.sleep(window)
+                    self.flush()
+                    continue
+                await self._wake.wait()  # idle until an id arrives
+                await asyncio.sleep(leading)  # let the ids of one edit arrive together
+                self._wake.clear()
                 self.flush()
+                if any(self.pending.values()):  # emitting failed: try again after the window
+                    self._wake.set()
+                await asyncio.sleep(window)  # ids arriving meanwhile wait for the next flush
         finally:
             self.flush()
 
@@ -155,8 +211,11 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             if len(body) > settings.max_body_bytes:
                 return None, _error(413, f"body over {settings.max_body_bytes} bytes")
         try:
-            return json.loads(body), None
-        except (ValueError, UnicodeDecodeError):
+            parsed = json.loads(body)
+            # A "\\ud800" escape decodes to a lone surrogate: no UTF-8 text (nor a Prefect event) can hold it.
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+            return parsed, None
+        except (ValueError, UnicodeError):
             return None, _error(400, "the body is not valid JSON")
 
     @app.get("/healthz")
@@ -173,11 +232,11 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         if not _same(body.get("token") if isinstance(body.get("token"), str) else None, settings.channel_token):
             return _error(401, "wrong or missing channel token")
         module, operation, ids = body.get("module"), body.get("operation"), body.get("ids")
-        if module not in settings.modules:
+        if not isinstance(module, str) or module not in settings.modules:
             return _error(422, f"module {module!r} is not synced (expected one of {sorted(settings.modules)})")
-        if operation not in CRM_OPERATIONS:
+        if not isinstance(operation, str) or operation not in CRM_OPERATIONS:
             return _error(422, f"unknown operation {operation!r} (expected one of {sorted(CRM_OPERATIONS)})")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, (str, int)) for i in ids):
+        if not isinstance(ids, list) or not ids or not all(_record_id(i) for i in ids):
             return _error(422, "ids must be a non-empty list of record ids")
         ids = [str(i) for i in ids]
         emit("zoho.crm.notification", {"prefect.resource.id": f"zoho.crm.{module}"}, {"module": module, "operation": operation, "ids": ids, "channel_id": str(body.get("channel_id"))})
@@ -207,10 +266,9 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         body, error = await read_json(request)
         if error:
             return error
-        data = body.get("data") if isinstance(body, dict) else None
-        job = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else body
-        if not isinstance(job, dict) or not job.get("id") or not job.get("state"):
-            return _error(422, "expected the Bulk Read job status JSON (id, state)")
+        job = _bulk_job(body)
+        if job is None:
+            return _error(422, "expected the Bulk Read job status JSON (id, state, result)")
         from sync.bulk_runs import record_callback
         from sync.store import make_engine
 
@@ -219,7 +277,11 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             await asyncio.to_thread(record_callback, engine, {"data": [job]})
         finally:
             engine.dispose()
-        emit("zoho.bulk_read.callback", {"prefect.resource.id": f"zoho.bulk_read.{job['id']}"}, {"job_id": str(job["id"]), "state": job["state"]})
+        emit(
+            "zoho.bulk_read.callback",
+            {"prefect.resource.id": f"zoho.bulk_read.{job['id']}", "zoho.organisation": settings.config_block},
+            {"config_block": settings.config_block, "job_id": str(job["id"]), "state": job["state"], "result": job.get("result") or {}},
+        )
         return JSONResponse({"accepted": 1}, status_code=202)
 
     return app

@@ -204,3 +204,33 @@ async def bulk_read(
     logger.info("Bulk Read of %s done: %s pages, %s records, %s rejected", module, page_index, records, rejected)
     engine.dispose()
     return {"run_id": run.id, "resumed": resumed, "pages": page_index, "records": records, "rejected": rejected, "jobs": jobs}
+
+
+@flow(name="bulk-read-callback", flow_run_name="bulk-read-callback-{job_id}")
+async def bulk_read_callback(job_id: str, state: str, result: dict[str, Any] | None = None, config_block: str = "sync-sandbox") -> str | None:
+    """Record a Bulk Read job's callback in the organisation's state store (deployment ``bulk-read-callback``).
+
+    Started by the event ``zoho.bulk_read.callback`` (the receiver's, or a Prefect
+    Cloud webhook's: ``deployments/cloud/bulk-read-callback.webhook.j2``) with the
+    job's ``id``, ``state`` and ``result`` (``count``, ``more_records``,
+    ``download_url``, or ``error_message``: the callback JSON of seed 001). The
+    ``bulk-read`` run waiting on that job with a ``callback_url`` checks the store
+    every ``poll_seconds`` and goes on to download as soon as the job is
+    ``COMPLETED`` (or raises on ``FAILURE``). Idempotent: a job already loaded is
+    never moved back. Returns the stored state, or None when the job is not one of
+    this organisation's.
+    """
+    from blocks.sync_config import AppointmentSyncConfig
+
+    logger = get_run_logger()
+    cfg = await AppointmentSyncConfig.aload(config_block)
+    engine = make_engine(cfg.state_store_url)
+    try:
+        stored = bulk_runs.record_callback(engine, {"data": [{"id": job_id, "state": state, "result": result or {}}]})
+    finally:
+        engine.dispose()
+    if stored is None:
+        logger.warning("Bulk Read job %s (%s) is not one of %s's jobs: ignored", job_id, state, config_block)
+        return None
+    logger.info("Bulk Read job %s is %s; the waiting bulk-read run picks it up", job_id, stored.state)
+    return stored.state

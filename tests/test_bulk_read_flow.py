@@ -311,3 +311,34 @@ async def test_the_callback_ends_the_wait_without_polling_zoho(sandbox, read, st
     assert recorded == [job["job_id"]]
     assert sandbox.stats()["calls"].get(STATUS_CALL, 0) == 1  # the first look only; the callback did the rest
 
+
+
+async def test_the_bulk_read_callback_flow_ends_the_wait(sandbox, read, store, receiver, prefect_api):
+    """The ``bulk-read-callback`` deployment's flow, fed what the event carries, lets the waiting read go on."""
+    import asyncio
+
+    from blocks.sync_config import AppointmentSyncConfig
+    from flows.bulk_read import bulk_read_callback
+
+    url, engine = store
+    org = f"sync-{uuid.uuid4().hex[:8]}"
+    await AppointmentSyncConfig(state_store_url=url).asave(org)
+    states: list[str | None] = []
+
+    async def relay() -> None:
+        seen = 0
+        while True:
+            for item in receiver.received[seen:]:
+                seen += 1
+                job = item["json"]["data"][0]  # what the receiver's event payload carries
+                states.append(await bulk_read_callback(job_id=str(job["id"]), state=job["state"], result=job.get("result"), config_block=org))
+            await asyncio.sleep(0.05)
+
+    relaying = asyncio.create_task(relay())
+    try:
+        result = await read(callback_url=receiver.url + "/cb", poll_seconds=0.1, poll_max_seconds=60, timeout_seconds=30)
+    finally:
+        relaying.cancel()
+    assert result["records"] == 300 and states == ["COMPLETED"]
+    assert sandbox.stats()["calls"].get(STATUS_CALL, 0) == 1  # the callback, not polling, ended the wait
+    assert await bulk_read_callback(job_id="999", state="COMPLETED", config_block=org) is None  # not one of ours: ignored

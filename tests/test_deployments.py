@@ -16,7 +16,7 @@ def test_serve_and_prefect_yaml_agree():
     served = {d.name: d for d in build("sync-acme", "zoho-acme")}
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     assert set(served) == {d["name"] for d in spec["deployments"]} == {
-        "refresh-token", "sync-full", "sync-incremental", "sync-on-webhook", "renew-notification-channel",
+        "refresh-token", "sync-full", "sync-incremental", "sync-on-webhook", "bulk-read-callback", "renew-notification-channel",
     }
     for d in spec["deployments"]:
         path, func = d["entrypoint"].split(":")
@@ -55,3 +55,33 @@ def test_cloud_webhook_templates_emit_the_receivers_event():
     # the sync-on-webhook trigger matches these events
     hook = next(d for d in build("sync-sandbox", "zoho-sandbox") if d.name == "sync-on-webhook")
     assert hook.triggers[0].match.model_dump()["prefect.resource.id"] == event["resource"]["prefect.resource.id"]
+
+
+def test_bulk_read_callback_deployment_and_cloud_template_agree():
+    """The Cloud template's event carries what the bulk-read-callback trigger matches and templates."""
+    import json
+
+    import jinja2
+
+    callback = next(d for d in build("sync-sandbox", "zoho-sandbox") if d.name == "bulk-read-callback")
+    (trigger,) = callback.triggers
+    assert trigger.expect == {"zoho.bulk_read.callback"}
+    assert set(trigger.parameters) == {"config_block", "job_id", "state", "result"}
+    template = jinja2.Environment().from_string((ROOT / "deployments" / "cloud" / "bulk-read-callback.webhook.j2").read_text())
+    job = {"id": 5545974000003000005, "operation": "read", "state": "COMPLETED",
+           "result": {"page": 1, "count": 3, "download_url": "/crm/bulk/v7/read/5545974000003000005/result", "more_records": False}}
+    for body in ({"data": [job]}, job):  # both shapes Zoho's callback may take
+        event = json.loads(template.render(body=body))
+        assert event["event"] == "zoho.bulk_read.callback"
+        assert event["payload"] == {"config_block": "sync-sandbox", "job_id": "5545974000003000005", "state": "COMPLETED", "result": job["result"]}
+        assert trigger.match.matches(_resource(event["resource"]))
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    yaml_trigger = next(d for d in spec["deployments"] if d["name"] == "bulk-read-callback")["triggers"][0]
+    assert yaml_trigger["match"] == {"prefect.resource.id": "zoho.bulk_read.*", "zoho.organisation": "sync-sandbox"}
+    assert set(yaml_trigger["parameters"]) == set(trigger.parameters)
+
+
+def _resource(labels):
+    from prefect.events.schemas.events import Resource
+
+    return Resource.model_validate(labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -25,7 +26,7 @@ class Events(list):
 @pytest.fixture
 async def receiver(tmp_path):
     events = Events()
-    settings = ReceiverSettings(channel_token=TOKEN, bookings_secret=SECRET, callback_secret=CB, coalesce_seconds=3600,
+    settings = ReceiverSettings(channel_token=TOKEN, bookings_secret=SECRET, callback_secret=CB, coalesce_seconds=3600, leading_edge=False,
                                 state_store_url=f"sqlite:///{tmp_path / 's.db'}", config_block="sync-test")
     app = create_receiver(settings, emit=events)
     async with LifespanManager(app):
@@ -101,7 +102,15 @@ async def test_bulk_read_callback_lands_in_the_state_store(receiver, tmp_path):
     assert r.status_code == 202
     stored = get_job(engine, "555")
     assert stored.state == "COMPLETED" and stored.count == 3 and stored.download_url.endswith("/555/result")
-    assert events.named("zoho.bulk_read.callback") == [{"job_id": "555", "state": "COMPLETED"}]
+    assert events.named("zoho.bulk_read.callback") == [{"config_block": "sync-test", "job_id": "555", "state": "COMPLETED", "result": job["result"]}]
+    # what the bulk-read-callback deployment's trigger matches
+    from prefect.events.schemas.events import Resource
+
+    from deployments.serve import build
+
+    deployments = await asyncio.to_thread(build, "sync-test", "zoho-test")  # to_deployment is async-dispatched
+    (trigger,) = next(d for d in deployments if d.name == "bulk-read-callback").triggers
+    assert [trigger.match.matches(Resource.model_validate(r)) for e, r, _ in events if e == "zoho.bulk_read.callback"] == [True]
 
 
 async def test_a_burst_becomes_a_few_sync_requests_and_loses_no_id(receiver):
@@ -133,6 +142,28 @@ def test_ids_are_kept_when_emitting_fails():
     assert c.flush() == 0 and c.pending["crm_ids"] == {"1", "2"}
     assert c.flush() == 1 and not c.pending["crm_ids"]
     assert calls[-1]["crm_ids"] == ["1", "2"]
+
+
+async def test_an_idle_receiver_emits_the_first_id_at_once_then_throttles():
+    """Leading edge: a lone edit is not held for the window; later ids wait for it."""
+    emitted = []
+    c = Coalescer(ReceiverSettings(coalesce_seconds=3600, leading_seconds=0.01), lambda e, r, p: emitted.append(p))
+    task = asyncio.create_task(c.run())
+    try:
+        c.add("crm_ids", ["1"])
+        for _ in range(200):
+            if emitted:
+                break
+            await asyncio.sleep(0.01)
+        assert [p["crm_ids"] for p in emitted] == [["1"]]  # long before the 3600 s window
+        c.add("crm_ids", ["2", "3"])
+        await asyncio.sleep(0.2)
+        assert len(emitted) == 1 and c.pending["crm_ids"] == {"2", "3"}  # throttled until the window ends
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [p["crm_ids"] for p in emitted] == [["1"], ["2", "3"]]  # flushed on shutdown, nothing lost
 
 
 def test_large_bursts_are_chunked():
