@@ -10,9 +10,10 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
    (the callback, through the state store, when ``callback_url`` is set, with a
    slow poll as fallback; otherwise polling with capped exponential back-off) up
    to ``timeout_seconds``; ``FAILURE`` raises :class:`~zoho.errors.BulkReadFailedError`
-   with Zoho's ``error_message``; download the zip (kept in ``work_dir`` until its
-   page is loaded, so a rerun does not download it again; dropped when it cannot
-   be loaded, so a rerun does); load it in one transaction.
+   with Zoho's ``error_message``; download the zip (kept in
+   ``work_dir/appt-sync-bulk/<run id>/`` until its page is loaded, so a rerun
+   does not download it again, and job ids of other organisations never meet;
+   dropped when it cannot be loaded, so a rerun does); load it in one transaction.
 4. Follow ``more_records`` / ``next_page_token`` with new jobs until done.
 5. After a full read (no criteria, the default fields) advance the module's
    bookmark to the run's start. Publish a table artifact
@@ -23,6 +24,7 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -131,7 +133,8 @@ async def bulk_read(
     identity = {"module": module, "fields": request.query.fields, "criteria": request.to_json()["query"].get("criteria"), "file_type": file_type}
     run, resumed = bulk_runs.find_or_start_run(engine, module, identity)
     logger.info("%s Bulk Read run %s of %s", "Resuming" if resumed else "Starting", run.id, module)
-    folder = Path(work_dir or os.environ.get("APPT_SYNC_WORK_DIR") or tempfile.gettempdir()) / "appt-sync-bulk"
+    # One folder per run: job ids are only unique within an organisation, and a resumed run finds its pages again.
+    folder = Path(work_dir or os.environ.get("APPT_SYNC_WORK_DIR") or tempfile.gettempdir()) / "appt-sync-bulk" / run.id
     progress_id = await acreate_progress_artifact(progress=0.0, description=f"Bulk Read of {module}: starting")
     page_index, page_token, records, rejected = 1, None, 0, 0
     try:
@@ -197,6 +200,8 @@ async def bulk_read(
             bulk_runs.finish_run(engine, run.id, "failed", page_index, records, rejected)
         raise
     bulk_runs.finish_run(engine, run.id, "completed", page_index, records, rejected)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # empty once every page is loaded
     if run.created_at is not None and not fields and criteria is None:
         bulk_runs.set_bookmark(engine, module, run.created_at)
     jobs = [job_summary(j) for j in bulk_runs.run_jobs(engine, run.id)]

@@ -85,3 +85,27 @@ def _resource(labels):
     from prefect.events.schemas.events import Resource
 
     return Resource.model_validate(labels)
+
+
+def test_prefect_deploy_all_creates_every_deployment_and_trigger(prefect_api, tmp_path):
+    """``prefect deploy --all --prefect-file deployments/prefect.yaml`` (README) works against a real server."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path), "APPT_SYNC_HOME": str(ROOT)}
+    prefect = [sys.executable, "-m", "prefect"]
+    pool = httpx.post(f"{prefect_api}/work_pools/", json={"name": "appt-sync", "type": "process"}, timeout=30)
+    assert pool.status_code in (201, 409), pool.text
+    done = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    deployed = httpx.post(f"{prefect_api}/deployments/filter", json={"limit": 50}, timeout=30).json()
+    assert {d["name"] for d in deployed} >= {d["name"] for d in spec["deployments"]}
+    assert all(d["work_pool_name"] == "appt-sync" for d in deployed if d["name"] in {s["name"] for s in spec["deployments"]})
+    automations = httpx.post(f"{prefect_api}/automations/filter", json={"limit": 50}, timeout=30).json()
+    expected = {e for d in spec["deployments"] for t in d.get("triggers", []) for e in t["expect"]}
+    assert {e for a in automations for e in a["trigger"].get("expect", [])} >= expected == {"zoho.sync.requested", "zoho.bulk_read.callback"}
