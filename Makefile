@@ -11,7 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install test demo up down sandbox bench clean
+.PHONY: install test test-postgres demo up down sandbox bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,22 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The PostgreSQL suite (tests_postgres/, not part of `make test`): a private cluster
+# (initdb into a temporary folder, a free port on 127.0.0.1, removed afterwards) holding
+# the Prefect server and the state stores; two workers sync four organisations at once.
+# Installs Debian's postgresql package when no initdb is found (the cluster it may
+# create on install is never used).
+PG_INITDB = $(firstword $(shell command -v initdb) $(wildcard /usr/lib/postgresql/*/bin/initdb))
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+
+test-postgres: $(STAMP)
+	@if [ -z "$(PG_INITDB)" ]; then \
+	  echo "no initdb found: installing Debian's postgresql package"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+	$(BIN)/python -m pytest tests_postgres
 
 demo: $(STAMP)
 	$(BIN)/appt-sync demo

@@ -40,7 +40,7 @@ def find_or_start_run(engine: Engine, module: str, query: dict[str, Any], now: d
         run = s.exec(
             select(BulkReadRun)
             .where(BulkReadRun.query_hash == digest, BulkReadRun.status == "running")
-            .order_by(BulkReadRun.created_at.desc())
+            .order_by(BulkReadRun.created_at.desc().nulls_last())  # NULLs sort first in PostgreSQL's DESC, last in SQLite's
         ).first()
         if run is not None and run.created_at and run.created_at > now - RESUME_WINDOW:
             return run, True
@@ -60,7 +60,7 @@ def job_for_page(engine: Engine, run_id: str, page_index: int) -> BulkJob | None
         return s.exec(
             select(BulkJob)
             .where(BulkJob.run_id == run_id, BulkJob.page_index == page_index, BulkJob.state.not_in(["FAILURE", "EXPIRED"]))
-            .order_by(BulkJob.created_at.desc())
+            .order_by(BulkJob.created_at.desc().nulls_last())  # the same order on every database
         ).first()
 
 
@@ -165,4 +165,4 @@ def get_bookmark(engine: Engine, module: str) -> datetime | None:
 def run_jobs(engine: Engine, run_id: str) -> list[BulkJob]:
     """The jobs of a run, by page."""
     with Session(engine) as s:
-        return list(s.exec(select(BulkJob).where(BulkJob.run_id == run_id).order_by(BulkJob.page_index, BulkJob.created_at)))
+        return list(s.exec(select(BulkJob).where(BulkJob.run_id == run_id).order_by(BulkJob.page_index, BulkJob.created_at.asc().nulls_last())))

@@ -23,11 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import Engine, and_, case, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
 
 from .engine import BOOKINGS_TO_CANON, CRM_TO_CANON, Action, Canon, Link, SideState
-from .store import CrmAppointment, _dt, utc_now
+from .store import CrmAppointment, _dt, insert_on_conflict, utc_now
 
 
 class BookingRecord(SQLModel, table=True):
@@ -82,7 +81,7 @@ class SyncAction(SQLModel, table=True):
 
 
 def _insert(engine: Engine, table: Any):
-    return (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
+    return insert_on_conflict(engine, table)
 
 
 def upsert_bookings(engine: Engine, rows: Iterable[dict[str, Any]], now: datetime | None = None) -> int:

@@ -1,20 +1,25 @@
 """The state store: CRM records the sync needs, Bulk Read runs and jobs, rejected rows, bookmarks.
 
-SQLModel tables on any SQLAlchemy URL: a SQLite file under the project's data
+SQLModel tables on SQLite or PostgreSQL: a SQLite file under the project's data
 folder by default (``.data/state.db``; ``APPT_SYNC_STATE_STORE_URL`` to change),
-PostgreSQL in production. All SQL goes through SQLAlchemy with bound parameters.
+PostgreSQL in production (``postgresql+psycopg://user@host:5432/db``, one database
+per organisation; the password from ``PGPASSWORD`` or ``~/.pgpass`` rather than the
+URL). Upserts are ``INSERT ... ON CONFLICT`` (:func:`insert_on_conflict`), which
+both databases share. All SQL goes through SQLAlchemy with bound parameters.
 Every ``datetime`` column is stored in UTC and read back timezone-aware (UTC),
 whatever the database (SQLite has no time zones).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Index, String, Text, create_engine, event
+from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, String, Text, create_engine, event, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -58,6 +63,23 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def insert_on_conflict(engine: Engine, table: Any) -> Any:
+    """An ``INSERT`` for ``table`` that offers ``on_conflict_do_update`` on the engine's database.
+
+    The state store upserts with ``INSERT ... ON CONFLICT``, which SQLite and
+    PostgreSQL share (each through its own SQLAlchemy construct); any other
+    database is refused here rather than with an obscure SQL error later.
+    """
+    name = engine.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"the state store runs on SQLite or PostgreSQL, not {name}")
+    return insert(table)
+
+
 def utc_now() -> datetime:
     """Now, aware UTC."""
     return datetime.now(UTC)
@@ -76,7 +98,7 @@ class CrmAppointment(SQLModel, table=True):
     booking_id: str | None = Field(default=None, index=True)
     start_time: datetime | None = _dt()
     end_time: datetime | None = _dt()
-    duration: int | None = None
+    duration: int | None = Field(default=None, sa_type=BigInteger)  # 64-bit on PostgreSQL too, as on SQLite
     status: str | None = None
     modified_time: datetime | None = _dt()
     job_id: str | None = None
@@ -174,19 +196,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: PostgreSQL advisory lock held while the schema is created: flow runs of one
+#: organisation starting at once on several workers would otherwise race in
+#: ``CREATE TABLE`` (``pg_type_typname_nsp_index`` unique violations).
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"zoho-appointment-sync:schema").digest()[:8], "big", signed=True)
+
+
 def make_engine(url: str | None = None) -> Engine:
     """An engine on ``url`` (default :func:`default_store_url`) with the tables created.
 
     SQLite files get WAL mode (readers do not block the loader) and their folder
-    is created.
+    is created. ``postgresql://`` without a driver means psycopg (3), the driver
+    this project installs; on PostgreSQL the tables are created under an advisory
+    lock, so processes starting at once on an empty database do not collide.
     """
     url = url or default_store_url()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     from . import links  # noqa: F401  (registers the sync tables)
 
-    SQLModel.metadata.create_all(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+            SQLModel.metadata.create_all(conn)
+    else:
+        SQLModel.metadata.create_all(engine)
     return engine
