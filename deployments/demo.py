@@ -137,7 +137,7 @@ def _print_summary(summary: Any, ui: str) -> None:
     print(f"   Prefect UI: {ui}/runs/flow-run/{summary.run_id}")
 
 
-async def _run(sandbox_url: str, ui: str) -> int:
+async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
     from pydantic import SecretStr
 
     from blocks import AppointmentSyncConfig
@@ -145,8 +145,8 @@ async def _run(sandbox_url: str, ui: str) -> int:
 
     from .onboarding import onboard, sandbox_grant
 
-    store = ROOT / ".data" / "demo-state.db"
-    store.parent.mkdir(exist_ok=True)
+    store = data_dir / "demo-state.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
     store.unlink(missing_ok=True)
     client_id, secret, code, scopes = sandbox_grant(sandbox_url)
     await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
@@ -181,8 +181,13 @@ async def _run(sandbox_url: str, ui: str) -> int:
     return 0
 
 
-def run(appointments: int = 2000, port: int = 0) -> int:
-    """Run the demo; returns the exit code (0: both sides agree at the end)."""
+def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = None, sandbox_args: tuple[str, ...] = ()) -> int:
+    """Run the demo; returns the exit code (0: both sides agree at the end).
+
+    ``data_dir`` holds the state store (default ``.data/``); ``sandbox_args`` are
+    extra options for the sandbox (e.g. ``("--db", path)``). Both are for tests,
+    which also set ``PREFECT_HOME`` and ``PREFECT_PORT`` to keep off the developer's stack.
+    """
     prefect_port = int(os.environ.get("PREFECT_PORT", "4200"))
     _say(f"1. Prefect server on 127.0.0.1:{prefect_port} (PREFECT_HOME={os.environ.get('PREFECT_HOME', ROOT / '.prefect')})")
     api = ensure_prefect_server(prefect_port)
@@ -192,9 +197,9 @@ def run(appointments: int = 2000, port: int = 0) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     _say(f"2. Zoho sandbox with {appointments} seeded appointments")
-    with sandbox(appointments, "--bulk-delay", "1.5") as url, temporary_settings({PREFECT_API_URL: api}):
+    with sandbox(appointments, "--bulk-delay", "1.5", *sandbox_args) as url, temporary_settings({PREFECT_API_URL: api}):
         print(f"   {url}")
-        return asyncio.run(_run(url, ui))
+        return asyncio.run(_run(url, ui, Path(data_dir) if data_dir else ROOT / ".data"))
 
 
 if __name__ == "__main__":

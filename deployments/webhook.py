@@ -212,7 +212,7 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
                 return None, _error(413, f"body over {settings.max_body_bytes} bytes")
         try:
             parsed = json.loads(body)
-            # A "\\ud800" escape decodes to a lone surrogate: no UTF-8 text (nor a Prefect event) can hold it.
+            # A "\ud800" escape decodes to a lone surrogate: no UTF-8 text (nor a Prefect event) can hold it.
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")
             return parsed, None
         except (ValueError, UnicodeError):

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import Engine, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from .store import UTC, BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, utc_now
+from .store import UTC, BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, insert_on_conflict, utc_now
 
 #: Rows per executemany batch.
 BATCH_SIZE = 5000
@@ -45,19 +44,36 @@ class BulkFileError(ValueError):
     """A Bulk Read result file that cannot be loaded at all (nothing was loaded)."""
 
 
-def parse_datetime(value: str) -> datetime | None:
-    """ISO 8601 with offset (``Z`` accepted) -> aware UTC datetime; ``""`` -> None; else ``ValueError``."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)  # Python 3.11 reads "Z" and any offset
+def _as_utc(parsed: datetime, value: str) -> datetime:
+    """``parsed`` in UTC; ``ValueError`` when it has no offset or its UTC instant is outside years 1-9999."""
     if parsed.tzinfo is None:
         raise ValueError(f"date-time without an offset: {value!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
+        raise ValueError(f"date-time out of range in UTC: {value!r}") from None
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """ISO 8601 with offset (``Z`` accepted) -> aware UTC datetime; ``""`` -> None; else ``ValueError``
+    (also for an instant whose UTC date falls outside years 1-9999)."""
+    if not value:
+        return None
+    return _as_utc(datetime.fromisoformat(value), value)  # Python 3.11 reads "Z" and any offset
+
+
+#: The range of a database integer column (64-bit signed).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def parse_int(value: str) -> int | None:
-    """``"30"`` -> 30; ``""`` -> None; else ``ValueError``."""
-    return int(value) if value else None
+    """``"30"`` -> 30; ``""`` -> None; else ``ValueError`` (also outside the 64-bit range a column holds)."""
+    if not value:
+        return None
+    number = int(value)
+    if not INT_MIN <= number <= INT_MAX:
+        raise ValueError(f"integer out of range: {value[:40]!r}")
+    return number
 
 
 def parse_text(value: str) -> str | None:
@@ -130,8 +146,7 @@ def _upsert(engine: Engine, table: Any, columns: list[str] | None = None):
     The update sets ``columns`` only (default: every column but ``id``): a file
     without an optional column leaves that column of a stored record alone.
     """
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
+    stmt = insert_on_conflict(engine, table)
     names = columns or [c.name for c in table.__table__.columns]
     cols = {name: getattr(stmt.excluded, name) for name in names if name != "id"}
     current = table.__table__.c.modified_time
@@ -143,14 +158,19 @@ def _upsert(engine: Engine, table: Any, columns: list[str] | None = None):
 
 
 def _open_member(archive: zipfile.ZipFile, job_id: str, suffix: str) -> zipfile.ZipExtFile:
+    """The ``{job_id}{suffix}`` member (or the only ``*{suffix}`` one); ``BulkFileError`` when there is
+    none, or when ``zipfile`` cannot read it (encrypted, or a compression method it lacks)."""
     names = archive.namelist()
     wanted = f"{job_id}{suffix}"
-    if wanted in names:
+    if wanted not in names:
+        candidates = [n for n in names if n.lower().endswith(suffix)]
+        if len(candidates) != 1:
+            raise BulkFileError(f"the zip of job {job_id} holds {names or 'nothing'}, not one {suffix} file")
+        wanted = candidates[0]
+    try:
         return archive.open(wanted)
-    candidates = [n for n in names if n.lower().endswith(suffix)]
-    if len(candidates) != 1:
-        raise BulkFileError(f"the zip of job {job_id} holds {names or 'nothing'}, not one {suffix} file")
-    return archive.open(candidates[0])
+    except (NotImplementedError, RuntimeError) as exc:  # unsupported compression; encrypted (password required)
+        raise BulkFileError(f"the zip of job {job_id} cannot be read: {exc}") from exc
 
 
 #: Distinct date-time strings remembered per column while a page loads.
@@ -175,10 +195,7 @@ def _sqlite_datetime_codec() -> Callable[[str], str | None]:
     def to_param(raw: str) -> str | None:
         if not raw:
             return None
-        parsed = fromisoformat(raw)
-        if parsed.tzinfo is None:
-            raise ValueError(f"date-time without an offset: {raw!r}")
-        moment = parsed.astimezone(UTC)
+        moment = _as_utc(fromisoformat(raw), raw)
         if moment.microsecond:
             return moment.isoformat()
         ordinal = moment.toordinal()
@@ -274,15 +291,13 @@ def _converter(plan: _Plan) -> Callable[[list[str]], tuple[Any, ...]]:
     (raises ``ValueError`` the same way) without a loop and a call per cell: text
     and integer columns are converted inline, and a date-time column asks its
     codec's cache before calling it. The source holds only integers and fixed names.
+    (:func:`parse_int` keeps its call: its range check is part of the conversion.)
     """
     env: dict[str, Any] = {"constants": plan.constants}
     parts = []
     for k, (i, _, codec) in enumerate(plan.cells):
         if codec is parse_text:
             parts.append(f"row[{i}] or None")
-            continue
-        if codec is parse_int:
-            parts.append(f"int(row[{i}]) if row[{i}] else None")
             continue
         env[f"c{k}"] = codec
         cache = getattr(codec, "cache", None)
@@ -344,8 +359,10 @@ def _finish(conn: Any, report: LoadReport, rejected: list[dict], loaded_at: date
     )
 
 
-#: What a damaged zip raises while it is read: a bad header or CRC, a broken deflate stream, a cut-off member.
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+#: What a damaged zip raises while it is read: a bad header or CRC, a broken deflate stream, a cut-off member,
+#: a version or compression method ``zipfile`` does not implement, an offset it cannot seek to (``OSError``;
+#: also a file that is not there, which a rerun downloads again like a damaged one).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError)
 
 
 def load_csv_zip(engine: Engine, zip_path: Path | str, job_id: str, mapping: ModuleMapping, batch_size: int = BATCH_SIZE) -> LoadReport:
@@ -439,7 +456,7 @@ def load_ics_zip(engine: Engine, zip_path: Path | str, job_id: str, booking_prop
                     "loaded_at": loaded_at,
                 }
             )
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, OverflowError) as exc:  # OverflowError: a time whose UTC date is out of range
             rejected.append({"line": position, "record_id": str(component.get("UID") or "") or None, "error": str(exc), "raw": component.to_ical().decode(errors="replace")[:2000]})
     with engine.begin() as conn:
         if rows:

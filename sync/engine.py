@@ -160,7 +160,9 @@ class Link:
     """A CRM appointment and the booking it is linked to, with the base.
 
     ``end`` is the appointment's end instant (for "no completing before the end");
-    ``time_zone`` is the booking's (Bookings times are written in it).
+    ``time_zone`` is the booking's (Bookings times are written in it). ``end`` and
+    ``base_at`` are normalised to UTC like :class:`SideState`'s instants, so a plan
+    (its keys, and the times in its reasons) does not depend on the offset they came in.
     """
 
     booking_id: str
@@ -173,6 +175,10 @@ class Link:
     base_bookings: SideState | None = None
     #: When the base was last agreed (None: no base yet); part of the actions' idempotency keys.
     base_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end", _utc(self.end, "end"))
+        object.__setattr__(self, "base_at", _utc(self.base_at, "base_at"))
 
 
 @dataclass(frozen=True)
