@@ -33,7 +33,9 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 * ``GET /__sandbox/stats`` (``DELETE`` zeroes it): API calls per route, per group
   and per token label (a hash prefix: tokens never appear), access tokens minted
   (per refresh token label), throttled token requests, faults injected (per
-  ``group:kind``, ``kind`` one of ``500``, ``429``, ``drop``, ``delay``), writes,
+  ``group:kind``, ``kind`` one of ``500``, ``429``, ``drop``, ``delay``), writes
+  (per module, and per record in ``writes_by_record``: ``"<module>:<id>"`` or
+  ``"bookings:<booking_id>"``, admin edits included),
   outbound deliveries (sent, failed, refused), bulk jobs and downloads. Calls are
   named by route template (``GET /crm/{version}/{module}``), faulted ones too.
 * ``GET /__sandbox/dump?module=Appointments__s|Events|bookings&booking_id=...``:

@@ -203,6 +203,7 @@ def save(state: SandboxState, booking: dict[str, Any]) -> None:
     """Store a changed booking (and persist it with ``--db``)."""
     state.bookings[booking["booking_id"]] = booking
     state.stats.writes["bookings"] += 1
+    state.stats.writes_by_record[f"bookings:{booking['booking_id']}"] += 1
     state.save_records("bookings", {booking["booking_id"]: booking})
 
 

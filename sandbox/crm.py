@@ -383,6 +383,7 @@ def apply_updates(
         changed[rec["id"]] = new
         affected[rec["id"]] = _affected_fields(rec, new, item)
         state.stats.writes[module] += 1
+        state.stats.writes_by_record[f"{module}:{rec['id']}"] += 1
         results.append(
             {
                 "code": "SUCCESS",

@@ -101,6 +101,9 @@ class Stats:
     token_requests_throttled: int = 0
     faults: Counter = field(default_factory=Counter)
     writes: Counter = field(default_factory=Counter)
+    #: accepted writes per record, admin edits included: ``"Appointments__s:<id>"``,
+    #: ``"Events:<id>"``, ``"bookings:<booking_id>"`` (sums to ``writes``)
+    writes_by_record: Counter = field(default_factory=Counter)
     outbound: Counter = field(default_factory=Counter)
     bulk_jobs_created: int = 0
     bulk_downloads: int = 0
@@ -117,6 +120,7 @@ class Stats:
             "token_requests_throttled": self.token_requests_throttled,
             "faults_injected": dict(self.faults),
             "writes": dict(self.writes),
+            "writes_by_record": dict(self.writes_by_record),
             "outbound": dict(self.outbound),
             "bulk_jobs_created": self.bulk_jobs_created,
             "bulk_downloads": self.bulk_downloads,

@@ -1,8 +1,9 @@
 """Tasks of the appointment sync: read each side, apply planned actions.
 
 Reads and writes go through :mod:`zoho`; transient errors are retried by Prefect
-(:mod:`tasks.retry`). Applying never raises for a record Zoho refuses: the outcome
-carries Zoho's code and message and the run goes on.
+(:mod:`tasks.retry`), one task run per Zoho call (a read page, one booking, one CRM
+batch), so a retry repeats that call only. Applying never raises for a record Zoho
+refuses: the outcome carries Zoho's code and message and the run goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from blocks.zoho_oauth import ZohoOAuth
 from sync.bulk_load import parse_datetime, parse_int
 from sync.engine import NO_SHOW_NOTE, Action, Kind
 from zoho.clients import ZohoClient
-from zoho.errors import DependentFieldError, ZohoError, crm_error, is_transient
+from zoho.errors import BookingsError, DependentFieldError, ZohoError, crm_error, is_transient
 from zoho.models import AppointmentUpdate, Booking
 from zoho.timefmt import from_bookings, to_bookings
 
@@ -80,44 +81,86 @@ def crm_row(record: dict[str, Any], booking_field: str) -> dict[str, Any]:
 CRM_FIELDS = ["Appointment_Start_Time", "Appointment_End_Time", "Duration", "Status", "Modified_Time"]
 
 
-@task(name="fetch-bookings", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+# Reads are one task run per call (a page, or one booking), each retried on its own:
+# a read of n pages as one task would start again from page 1 on every transient
+# error, and with a few percent of calls failing a long read would never finish
+# (0.83 ** 30: under 1 % of 30-page reads get through at the 17 % fault rate of
+# benchmarks/soak.py). The calls of one read share one block load and one client.
+
+
+def _page_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"{task_run.task_name}-{task_run.parameters.get('page', 1)}"
+
+
+@task(name="fetch-bookings-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, time_zone: str, page: int, per_page: int, zoho: ZohoClient | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """One ``fetchappointment`` page: ``(rows, another page exists)``. ``zoho``: a client to share."""
+    if zoho is None:
+        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
+            return await fetch_bookings_page.fn(oauth_block, start, end, time_zone, page, per_page, own)
+    result = await zoho.bookings.fetch_appointments(start, end, time_zone, page=page, per_page=per_page)
+    return [booking_row(b) for b in result.response], bool(result.next_page_available and result.response)
+
+
 async def fetch_bookings(oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
-    """Every booking starting in [``start``, ``end``]: ``(rows, calls)``."""
+    """Every booking starting in [``start``, ``end``]: ``(rows, calls)``; a ``fetch-bookings-page`` task run per page."""
     block = await ZohoOAuth.aload(oauth_block)
-    rows, calls, page = [], 0, 1
+    rows, page = [], 1
     async with block.get_client() as zoho:
         while True:
-            result = await zoho.bookings.fetch_appointments(start, end, time_zone, page=page, per_page=per_page)
-            calls += 1
-            rows.extend(booking_row(b) for b in result.response)
-            if not result.next_page_available or not result.response:
-                return rows, calls
+            found, more = await fetch_bookings_page(oauth_block, start, end, time_zone, page, per_page, zoho)
+            rows.extend(found)
+            if not more:
+                return rows, page
             page += 1
 
 
-@task(name="get-bookings", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+@task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def get_booking(oauth_block: str, booking_id: str, zoho: ZohoClient | None = None) -> dict[str, Any] | None:
+    """``getappointment``: the booking's row, or None when Zoho refuses it (not found, not allowed)."""
+    if zoho is None:
+        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
+            return await get_booking.fn(oauth_block, booking_id, own)
+    try:
+        return booking_row(await zoho.bookings.get_appointment(booking_id))
+    except ZohoError as exc:
+        if is_transient(exc):
+            raise
+        return None
+
+
 async def get_bookings(oauth_block: str, booking_ids: list[str], concurrency: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
-    """``getappointment`` for each id (``concurrency`` at a time): ``(rows, missing ids)``."""
+    """``getappointment`` for each id (``concurrency`` at a time, a ``get-booking`` task run each):
+    ``(rows, missing ids)``; an id still failing after its retries raises."""
+    if not booking_ids:
+        return [], []
     block = await ZohoOAuth.aload(oauth_block)
     gate = asyncio.Semaphore(concurrency)
-    rows: list[dict[str, Any]] = []
-    missing: list[str] = []
     async with block.get_client() as zoho:
-        async def one(bid: str) -> None:
+        async def one(bid: str) -> dict[str, Any] | None:
             async with gate:
-                try:
-                    rows.append(booking_row(await zoho.bookings.get_appointment(bid)))
-                except ZohoError as exc:
-                    if is_transient(exc):
-                        raise
-                    missing.append(bid)
-        await asyncio.gather(*(one(b) for b in booking_ids))
-    return rows, missing
+                return await get_booking(oauth_block, bid, zoho)
+        found = await asyncio.gather(*(one(b) for b in booking_ids))
+    return [r for r in found if r is not None], [b for b, r in zip(booking_ids, found) if r is None]
 
 
-@task(name="read-crm-changes", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+@task(name="read-crm-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def read_crm_page(
+    oauth_block: str, module: str, fields: list[str], page: int, page_token: str | None, since: datetime | None, ids: list[str] | None, zoho: ZohoClient | None = None
+) -> tuple[list[dict[str, Any]], bool, str | None]:
+    """One ``GET /crm/v7/{module}`` page (200 records): ``(records, more_records, next_page_token)``."""
+    if zoho is None:
+        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
+            return await read_crm_page.fn(oauth_block, module, fields, page, page_token, since, ids, own)
+    result = await zoho.crm.get_records(module, fields, page=page, per_page=200, page_token=page_token, modified_since=since, ids=ids)
+    return result.data, result.more_records, result.next_page_token
+
+
 async def read_crm_changes(oauth_block: str, module: str, booking_field: str, since: datetime | None = None, ids: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Records modified after ``since`` (``If-Modified-Since``), or the records ``ids``: ``(rows, calls)``."""
+    """Records modified after ``since`` (``If-Modified-Since``), or the records ``ids``: ``(rows, calls)``;
+    a ``read-crm-page`` task run per page (past 2,000 records by ``page_token``)."""
     block = await ZohoOAuth.aload(oauth_block)
     rows, calls = [], 0
     fields = [*CRM_FIELDS, booking_field]
@@ -126,13 +169,13 @@ async def read_crm_changes(oauth_block: str, module: str, booking_field: str, si
         for chunk in chunks:
             page, token = 1, None
             while True:
-                result = await zoho.crm.get_records(module, fields, page=page, per_page=200, page_token=token, modified_since=since, ids=chunk)
+                data, more, next_token = await read_crm_page(oauth_block, module, fields, page, token, since, chunk, zoho)
                 calls += 1
-                rows.extend(crm_row(r, booking_field) for r in result.data)
-                if not result.more_records:
+                rows.extend(crm_row(r, booking_field) for r in data)
+                if not more:
                     break
                 if page * 200 >= 2000 or token:
-                    token = result.next_page_token
+                    token = next_token
                 page += 1
     return rows, calls
 
@@ -191,6 +234,12 @@ async def apply_bookings_action(oauth_block: str, action: Action, zoho: ZohoClie
     """One Bookings call: ``rescheduleappointment`` (start in the booking's time zone) or
     ``updateappointment`` (``cancel``, ``completed``, ``noshow``). A refusal is an outcome, not an error.
 
+    A refusal is checked with one ``getappointment``: when the booking already shows
+    what the action asks (the write was made before and its outcome never logged: a
+    worker killed after the call, or an answer lost after Zoho applied it), the
+    outcome is a success with code ``ALREADY_DONE``, as CRM's
+    ``DEPENDENT_FIELD_UNCHANGED`` is in :func:`apply_crm_batch`.
+
     ``zoho``: a client to share (one block load and one connection pool for a whole
     run's calls); without it the task opens its own."""
     if action.kind is Kind.RESCHEDULE and from_bookings(to_bookings(action.start, action.time_zone), action.time_zone) != action.start:
@@ -209,9 +258,32 @@ async def apply_bookings_action(oauth_block: str, action: Action, zoho: ZohoClie
     except ZohoError as exc:
         if is_transient(exc):
             raise
+        done = await _already_done(zoho, action) if isinstance(exc, BookingsError) else None
+        if done is not None:
+            return Outcome(action, True, "ALREADY_DONE", f"the booking already shows it ({exc.message})", start=done["start_time"], status=done["status"])
         return Outcome(action, False, exc.code, exc.message)
     row = booking_row(booking)
     return Outcome(action, True, "SUCCESS", None, start=row["start_time"], status=row["status"])
+
+
+#: The Bookings status each status action leaves.
+_DONE_STATUS = {Kind.CANCEL: "CANCEL", Kind.COMPLETE: "COMPLETED", Kind.NO_SHOW: "NO_SHOW"}
+
+
+async def _already_done(zoho: ZohoClient, action: Action) -> dict[str, Any] | None:
+    """The booking's row if it already shows what ``action`` asks (same start and not
+    finished, or the action's status), else None (also when it cannot be read)."""
+    try:
+        row = booking_row(await zoho.bookings.get_appointment(action.booking_id))
+    except ZohoError as exc:
+        if is_transient(exc):
+            raise
+        return None
+    if action.kind is Kind.RESCHEDULE:
+        done = row["start_time"] == action.start and row["status"] in ("UPCOMING", "ONGOING", "PENDING")
+    else:
+        done = row["status"] == _DONE_STATUS[action.kind]
+    return row if done else None
 
 
 async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrency: int) -> list[Outcome]:

@@ -189,8 +189,13 @@ def crm_error(body: dict[str, Any], status_code: int | None = None, endpoint: st
     return cls(code, message, details, status_code, endpoint)
 
 
-def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> AuthError:
-    """The typed error for an Accounts ``{"error": ...}`` body."""
+def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> ZohoError:
+    """The typed error for an Accounts ``{"error": ...}`` body.
+
+    The ``error`` key decides (Accounts answers errors with HTTP 200 or 400), except
+    that an unknown error with HTTP 5xx (``{"error": "server_error"}``) is Accounts
+    failing, not our credentials: :class:`ServerError`, retried like any 5xx.
+    """
     error = str(body.get("error"))
     description = str(body.get("error_description") or error)
     if error == "Access Denied":
@@ -199,6 +204,8 @@ def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> Aut
         return InvalidClientError("invalid_client", "wrong client id or client secret", {}, status_code, endpoint)
     if error in ("invalid_code", "invalid_grant"):
         return InvalidGrantError(error, "grant code or refresh token is invalid, used, expired or revoked", {}, status_code, endpoint)
+    if status_code is not None and status_code >= 500:
+        return ServerError(error, description, {}, status_code, endpoint)
     return AuthError(error, description, {}, status_code, endpoint)
 
 

@@ -1,0 +1,511 @@
+"""Soak: the full and incremental syncs under injected faults, a few thousand changes, nothing lost or repeated.
+
+``.venv/bin/python benchmarks/soak.py [--appointments 3000] [--rounds 4] [--changes 3000] [--seed 42]
+[--error-500 0.10] [--error-429 0.05] [--retry-after 1] [--drop 0.02] [--keep] [--verbose]``
+
+It starts ``python -m sandbox`` (``--appointments``, ``--seed``) and ``prefect server
+start`` on free 127.0.0.1 ports, with ``PREFECT_HOME``, Prefect's database and the
+sync's SQLite state store in a temporary folder (removed at the end unless ``--keep``),
+onboards like ``make demo`` (grant code -> ``ZohoOAuth`` block, an
+``AppointmentSyncConfig`` block) and runs a full sync with no faults: the base. Then,
+``--rounds`` times:
+
+1. **changes**: ``--changes / --rounds`` edits through the sandbox admin API, as users
+   would, each on one side of a link whose two sides agree at that moment (so every
+   change needs exactly one write on the other side): CRM reschedules (later by
+   1-6 h), Bookings reschedules, CRM and Bookings cancellations, completions of
+   appointments that have ended (both sides) and Bookings no-shows. Reschedules move
+   forward only and avoid daylight-saving folds and gaps; Bookings-side ones stay
+   inside the incremental window.
+2. **faults on** (``PUT /__sandbox/faults``, group ``all``: 10 % HTTP 500, 5 % HTTP 429
+   with ``Retry-After: 1``, 2 % dropped connections, on Accounts, CRM, Bulk Read and
+   Bookings alike) and one sync, incremental in odd rounds and full in even ones.
+   While it runs a background thread kills the access token once the sync has made
+   60 % of the round's writes: ``POST /__sandbox/tokens/expire`` in odd rounds, and in
+   even rounds ``POST /oauth/v2/token/revoke`` of the token the run is using (the
+   sandbox revokes one access token). A sync run that raises is recorded and the
+   soak goes on. Before each run the soak waits out a token-minting pause the
+   ``ZohoOAuth`` block may have set (``throttled_until``: the sandbox answers a 429
+   fault on ``/oauth/v2/token`` with Zoho's "Access Denied" throttle body, which the
+   block honours for 2 minutes, by design); the wait is printed.
+
+After the last round it reads the retry queue, turns the faults off, runs one more
+full sync and reads it again. Figures (sandbox counters are zeroed after the base):
+
+* **changes made**: admin edits the sandbox accepted.
+* **changes applied**: writes the sync made, from the sandbox: accepted writes
+  (``GET /__sandbox/stats`` ``writes``) minus the soak's own admin edits. Must equal
+  the changes made: every change carried exactly once.
+* **writes repeated** (must be 0): for each record (a CRM appointment, a booking),
+  the sync's writes to it as the sandbox counted them (``writes_by_record`` minus
+  the soak's admin edits of that record) beyond the distinct changes the state
+  store's action log says it needed (``sync_actions`` rows ``applied`` to that
+  record and first logged after the base, not counting the re-sends below; one row
+  per idempotency key = link, target, kind, value, base), summed over records. Its
+  mirror, **writes lost** (logged applied, never received), must be 0 too.
+* **re-sends** (must be 0): changes sent again that Zoho refused as already made
+  (logged ``DEPENDENT_FIELD_UNCHANGED`` or ``ALREADY_DONE``, or failed with a Bookings
+  "is already ..." refusal): no write, but a sign the sync lost track of one.
+* **retries**: Prefect task runs that ran more than once and the extra runs
+  (``run_count - 1``, from the Prefect API), next to the faults the sandbox injected
+  and the API calls it answered.
+* **retry queue**: links with an action the log holds ``failed`` or ``deferred``, plus
+  links whose stored sides differ from the base (to be planned again), from the
+  state store: after the last faulted run, and after the clean run (must be 0).
+* **both sides agree** at the end (must): ``/__sandbox/dump`` through
+  ``deployments.demo.disagreements``.
+* sync runs that raised (must be 0), access tokens minted and token kills.
+
+Exit code 1 when a must-hold figure is missed. Only loopback traffic; not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+UTC = timezone.utc
+OAUTH_BLOCK, CONFIG_BLOCK = "soak-oauth", "soak-sync"
+#: Bookings refusals that mean "this was done already" (a re-send).
+ALREADY = ("is already scheduled for the given start_time", "Appointment is already")
+
+
+# ------------------------------------------------------------------ sandbox view
+def bk_instant(text: str, tz: str) -> datetime:
+    from zoho.timefmt import from_bookings
+
+    return from_bookings(text, tz).astimezone(UTC)
+
+
+def writable(instant: datetime, tz: str) -> bool:
+    """Bookings can write this instant as a wall time in ``tz`` (not in a fold's second pass or a gap)."""
+    from zoho.timefmt import from_bookings, to_bookings
+
+    return from_bookings(to_bookings(instant, tz), tz) == instant and to_bookings(instant + timedelta(hours=1), tz) != to_bookings(instant, tz)
+
+
+@dataclass
+class Pair:
+    crm: dict[str, Any]
+    booking: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.booking["booking_id"]
+
+    @property
+    def tz(self) -> str:
+        return self.booking["time_zone"]
+
+    @property
+    def start(self) -> datetime:
+        return bk_instant(self.booking["start_time"], self.tz)
+
+    @property
+    def end(self) -> datetime:
+        return bk_instant(self.booking["end_time"], self.tz)
+
+
+def agreeing_pairs(http: httpx.Client) -> tuple[list[Pair], int]:
+    """Linked pairs whose two sides agree now, and the number that disagree."""
+    from deployments.demo import disagreements
+
+    dump = http.get("/__sandbox/dump", params={"module": "Appointments__s"}).json()
+    dump["bookings"] = http.get("/__sandbox/dump", params={"module": "bookings"}).json()["bookings"]
+    bad = {line.split(":", 1)[0] for line in disagreements(dump)}
+    bookings = {b["booking_id"]: b for b in dump["bookings"]}
+    pairs = [Pair(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a.get("Booking_Id") in bookings]
+    return sorted((p for p in pairs if p.id not in bad), key=lambda p: p.id), len(bad)
+
+
+def disagreeing(http: httpx.Client) -> list[str]:
+    from deployments.demo import disagreements
+
+    return disagreements(http.get("/__sandbox/dump").json())
+
+
+# ------------------------------------------------------------------ the changes
+@dataclass
+class Edit:
+    side: str  # crm | bookings
+    kind: str
+    pair: Pair
+    body: dict[str, Any]
+
+    @property
+    def record(self) -> str:
+        """The ``writes_by_record`` key of the record edited."""
+        return f"Appointments__s:{self.pair.crm['id']}" if self.side == "crm" else f"bookings:{self.pair.id}"
+
+
+#: Share of each round's changes per kind (completions and no-shows are limited by
+#: the appointments that have ended and not been marked yet).
+MIX = [("crm", "reschedule", 0.40), ("bookings", "reschedule", 0.38), ("crm", "cancel", 0.06), ("bookings", "cancel", 0.06),
+       ("crm", "complete", 0.04), ("bookings", "complete", 0.03), ("bookings", "noshow", 0.03)]
+
+
+def plan_edits(pairs: list[Pair], n: int, incremental: bool, rng: random.Random) -> list[Edit]:
+    """Up to ``n`` edits of distinct agreeing pairs, by :data:`MIX`."""
+    now = datetime.now(UTC)
+    future = [p for p in pairs if p.booking["status"] == "UPCOMING" and p.crm["Status"] == "Scheduled" and p.start > now + timedelta(hours=3)]
+    # ended, not marked yet; an incremental run reads Bookings from 7 days back
+    ended = [p for p in pairs if p.booking["status"] == "UPCOMING" and p.crm["Status"] in ("Scheduled", "Overdue") and p.end < now - timedelta(minutes=5)
+             and (not incremental or p.start > now - timedelta(days=6, hours=12))]
+    rng.shuffle(future)
+    rng.shuffle(ended)
+    edits: list[Edit] = []
+    horizon = now + timedelta(days=29, hours=12)  # inside the incremental Bookings window (30 days)
+    for side, kind, share in MIX:
+        want = round(n * share)
+        pool = ended if kind in ("complete", "noshow") else future
+        while want and pool:
+            p = pool.pop()
+            if kind == "reschedule":
+                to = p.start + timedelta(hours=rng.randint(1, 6), minutes=rng.choice((0, 15, 30, 45)))
+                if not writable(to, p.tz) or (side == "bookings" and to > horizon):
+                    continue
+                from zoho.timefmt import to_bookings, to_crm
+
+                body = {"Appointment_Start_Time": to_crm(to)} if side == "crm" else {"start_time": to_bookings(to, p.tz)}
+            elif kind == "cancel":
+                body = {"Status": "Cancelled", "Cancellation_Reason": "By Customer"} if side == "crm" else {"action": "cancel"}
+            elif kind == "complete":
+                body = {"Status": "Completed"} if side == "crm" else {"action": "completed"}
+            else:
+                body = {"action": "noshow"}
+            edits.append(Edit(side, kind, p, body))
+            want -= 1
+    return edits
+
+
+def apply_edits(url: str, edits: list[Edit], threads: int = 4) -> list[Edit]:
+    """PATCH each edit through the admin API; returns the ones the sandbox accepted."""
+    done: list[Edit] = []
+    lock = threading.Lock()
+
+    def run(chunk: list[Edit]) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for e in chunk:
+                if e.side == "crm":
+                    r = http.patch(f"/__sandbox/crm/Appointments__s/{e.pair.crm['id']}", json=e.body)
+                    ok = r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS"
+                else:
+                    r = http.patch(f"/__sandbox/bookings/{quote(e.pair.id, safe='')}", json=e.body)
+                    ok = r.status_code == 200 and r.json()["response"]["status"] == "success"
+                if ok:
+                    with lock:
+                        done.append(e)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, [edits[i::threads] for i in range(threads)]))
+    return done
+
+
+# ------------------------------------------------------------------ token killer
+class TokenKiller(threading.Thread):
+    """Kills the access token once the sandbox has taken ``after_writes`` writes (counted from ``base_writes``)."""
+
+    def __init__(self, url: str, how: str, token: str | None, base_writes: int, after_writes: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.how, self.token, self.base, self.after = url, how, token, base_writes, max(1, after_writes)
+        self.stop = threading.Event()
+        self.killed_at_writes: int | None = None
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            while not self.stop.wait(0.25):
+                written = sum(http.get("/__sandbox/stats").json()["writes"].values()) - self.base
+                if written < self.after:
+                    continue
+                if self.how == "revoke" and self.token:
+                    for _ in range(50):  # the Accounts routes are faulted too
+                        try:
+                            r = http.post("/oauth/v2/token/revoke", data={"token": self.token})
+                        except httpx.HTTPError:
+                            continue
+                        if r.status_code == 200 or "invalid_token" in r.text:
+                            break
+                else:
+                    http.post("/__sandbox/tokens/expire").raise_for_status()
+                self.killed_at_writes = written
+                return
+
+
+# ------------------------------------------------------------------ the state store
+def store_figures(store_url: str, since: datetime) -> dict[str, Any]:
+    """From the state store: needed writes per record, re-sends, and the retry queue."""
+    from sqlalchemy import select
+
+    from sync.links import SyncAction, changed_links, retry_queue
+    from sync.store import make_engine
+
+    engine = make_engine(store_url)
+    try:
+        t = SyncAction.__table__.c
+        needed: Counter[str] = Counter()
+        resent = 0
+        with engine.connect() as conn:
+            rows = conn.execute(select(t.target, t.booking_id, t.crm_id, t.status, t.code, t.message, t.created_at)).all()
+        from sync.store import UTCDateTime
+
+        conv = UTCDateTime()
+        for target, bid, cid, status, code, message, created in rows:
+            created = conv.process_result_value(created, engine.dialect) if isinstance(created, str) else created
+            if created is None or created < since:
+                continue
+            if code in ("DEPENDENT_FIELD_UNCHANGED", "ALREADY_DONE") or (status == "failed" and message and any(s in message for s in ALREADY)):
+                resent += 1
+                continue
+            if status == "applied":
+                needed[f"Appointments__s:{cid}" if target == "crm" else f"bookings:{bid}"] += 1
+        queued = {a.booking_id for a in retry_queue(engine)}
+        out_of_step = set()
+        links = changed_links(engine)
+        while True:
+            try:
+                out_of_step.add(next(links).booking_id)
+            except StopIteration:
+                break
+            except ValueError:
+                continue
+        return {"needed": needed, "resent": resent, "failed_actions": len(queued), "out_of_step": len(out_of_step - queued),
+                "retry_queue": len(queued | out_of_step)}
+    finally:
+        engine.dispose()
+
+
+def task_retries(api: str) -> tuple[int, int, int, int]:
+    """(task runs, task runs retried, extra runs, task runs failed) on the private Prefect server."""
+    runs, offset = [], 0
+    with httpx.Client(timeout=60) as http:
+        while True:
+            page = http.post(f"{api}/task_runs/filter", json={"limit": 200, "offset": offset}).raise_for_status().json()
+            runs += page
+            if len(page) < 200:
+                break
+            offset += 200
+    retried = [r for r in runs if (r.get("run_count") or 0) > 1]
+    failed = sum(1 for r in runs if (r.get("state") or {}).get("type") == "FAILED")
+    return len(runs), len(retried), sum(r["run_count"] - 1 for r in retried), failed
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class Round:
+    mode: str
+    made: int
+    kinds: Counter
+    seconds: float
+    applied: int | None
+    failed: int | None
+    error: str | None
+    kill: str
+    killed_at: int | None
+    faults: dict[str, int] = field(default_factory=dict)
+
+
+async def onboard(url: str, store_url: str) -> None:
+    from pydantic import SecretStr
+
+    from blocks.sync_config import AppointmentSyncConfig
+    from deployments.onboarding import onboard as do_onboard
+    from deployments.onboarding import sandbox_grant
+
+    client_id, secret, code, scopes = sandbox_grant(url)
+    await do_onboard(OAUTH_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=url, scopes=scopes)
+    await AppointmentSyncConfig(oauth_block=OAUTH_BLOCK, bookings_time_zone="Asia/Kolkata", state_store_url=store_url).asave(CONFIG_BLOCK, overwrite=True)
+
+
+async def current_token() -> str | None:
+    from blocks.zoho_oauth import ZohoOAuth
+
+    block = await ZohoOAuth.aload(OAUTH_BLOCK)
+    return block.access_token.get_secret_value() if block.access_token else None
+
+
+def sync_once(mode: str) -> tuple[Any, str | None]:
+    from blocks.zoho_oauth import ZohoOAuth
+    from flows.sync_appointments import sync_appointments
+
+    until = asyncio.run(ZohoOAuth.aload(OAUTH_BLOCK)).throttled_until
+    if until is not None and until > datetime.now(UTC):
+        wait = (until - datetime.now(UTC)).total_seconds() + 1
+        print(f"    waiting {wait:.0f} s: the ZohoOAuth block pauses token minting after a throttle answer", flush=True)
+        time.sleep(wait)
+    try:
+        return asyncio.run(sync_appointments(config_block=CONFIG_BLOCK, mode=mode)), None
+    except Exception as exc:  # noqa: BLE001 - a run that raises is a finding, the soak goes on
+        return None, f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def soak(url: str, api: str, store_url: str, args: argparse.Namespace) -> bool:
+    rng = random.Random(args.seed)
+    http = httpx.Client(base_url=url, timeout=300)
+    asyncio.run(onboard(url, store_url))
+    t0 = time.monotonic()
+    base, error = sync_once("full")
+    if base is None:
+        raise SystemExit(f"the base sync failed: {error}")
+    line("base (full sync, no faults)", f"{time.monotonic() - t0:.1f} s", f"{base.links:,} links, {base.applied:,} applied, {base.failed} failed")
+    http.delete("/__sandbox/stats").raise_for_status()
+    since = datetime.now(UTC)
+    soak_t0 = time.monotonic()
+
+    faults = {"all": {"error_500": args.error_500, "error_429": args.error_429, "retry_after": args.retry_after, "drop": args.drop}}
+    admin: Counter[str] = Counter()
+    rounds: list[Round] = []
+    per_round = args.changes // args.rounds
+    for r in range(1, args.rounds + 1):
+        mode = "incremental" if r % 2 else "full"
+        pairs, _ = agreeing_pairs(http)
+        done = apply_edits(url, plan_edits(pairs, per_round, mode == "incremental", rng))
+        for e in done:
+            admin[e.record] += 1
+        stats = http.get("/__sandbox/stats").json()
+        writes_before = sum(stats["writes"].values())
+        faults_before = Counter(stats["faults_injected"])
+        http.put("/__sandbox/faults", json=faults).raise_for_status()
+        how = "expire" if r % 2 else "revoke"
+        killer = TokenKiller(url, how, asyncio.run(current_token()) if how == "revoke" else None, writes_before, int(len(done) * 0.6))
+        killer.start()
+        t0 = time.monotonic()
+        summary, error = sync_once(mode)
+        seconds = time.monotonic() - t0
+        killer.stop.set()
+        killer.join()
+        http.delete("/__sandbox/faults").raise_for_status()  # the admin API is never faulted; the token calls between runs are
+        injected = Counter(http.get("/__sandbox/stats").json()["faults_injected"]) - faults_before
+        rounds.append(Round(mode, len(done), Counter(f"{e.side}:{e.kind}" for e in done), seconds, summary.applied if summary else None,
+                            summary.failed if summary else None, error, how, killer.killed_at_writes, dict(injected)))
+        rd = rounds[-1]
+        codes = Counter(f["code"] for f in summary.failures) if summary else Counter()
+        result = f"applied {rd.applied}, failed {rd.failed}{' ' + str(dict(codes)) if codes else ''}" if error is None else f"RAISED {error}"
+        kill = f"token {how}d after {rd.killed_at} writes" if rd.killed_at is not None else f"token not {how}d (run ended first)"
+        line(f"round {r}: {len(done)} changes, {mode} sync, faults on", f"{seconds:.1f} s", f"{result}; {kill}; faults {dict(sorted(injected.items()))}")
+        if args.verbose:
+            print(f"    changes: {dict(sorted(rd.kinds.items()))}")
+            if summary is not None:
+                for f in summary.failures[:5]:
+                    print(f"    failed {f.get('booking_id')} {f.get('target')} {f.get('kind')}: {f.get('code')} {str(f.get('message'))[:120]}")
+
+    after_faults = store_figures(store_url, since)
+    disagree_faulted = len(disagreeing(http))
+    t0 = time.monotonic()
+    final, final_error = sync_once("full")
+    line("one more full sync, faults off", f"{time.monotonic() - t0:.1f} s",
+         f"applied {final.applied}, failed {final.failed}" if final else f"RAISED {final_error}")
+    after_clean = store_figures(store_url, since)
+    bad = disagreeing(http)
+    stats = http.get("/__sandbox/stats").json()
+    http.close()
+    soak_seconds = time.monotonic() - soak_t0
+
+    # --- figures
+    made = sum(rd.made for rd in rounds)
+    by_record = Counter(stats["writes_by_record"])
+    sync_writes = {k: v - admin.get(k, 0) for k, v in by_record.items() if v - admin.get(k, 0) > 0}
+    needed = after_clean["needed"]
+    extra = sum(max(0, n - needed.get(k, 0)) for k, n in sync_writes.items())
+    lost = sum(max(0, n - sync_writes.get(k, 0)) for k, n in needed.items())
+    resent = after_clean["resent"]
+    applied = sum(sync_writes.values())
+    n_tasks, n_retried, extra_runs, n_failed_tasks = task_retries(api)
+    injected = stats["faults_injected"]
+    raised = sum(1 for rd in rounds if rd.error) + (1 if final_error else 0)
+    kinds = sum((rd.kinds for rd in rounds), Counter())
+
+    print()
+    rows = [
+        ("changes made (admin edits accepted)", f"{made:,}", None),
+        ("  by kind", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())), None),
+        ("changes applied (sync writes the sandbox took)", f"{applied:,}", applied == made),
+        ("  logged applied in sync_actions", f"{sum(needed.values()):,}", None),
+        ("writes repeated", f"{extra}", extra == 0),
+        ("re-sends (refused or found done by Zoho)", f"{resent}", resent == 0),
+        ("writes lost (logged applied, never received)", f"{lost}", lost == 0),
+        ("task runs / retried / extra runs / failed for good", f"{n_tasks:,} / {n_retried:,} / {extra_runs:,} / {n_failed_tasks:,}", None),
+        ("faults injected / API calls answered", f"{sum(injected.values()):,} / {stats['total_calls']:,}  {dict(sorted(injected.items()))}", None),
+        ("retry queue after the last faulted run", f"{after_faults['retry_queue']}  ({after_faults['failed_actions']} with failed actions, "
+         f"{after_faults['out_of_step']} out of step; {disagree_faulted} links disagree in Zoho)", None),
+        ("retry queue after one more run, faults off", f"{after_clean['retry_queue']}", after_clean["retry_queue"] == 0),
+        ("both sides agree at the end", "yes" if not bad else f"NO: {len(bad)} links differ", not bad),
+        ("sync runs that raised", f"{raised}", raised == 0),
+        ("access tokens minted / token kills", f"{stats['tokens_minted']} / {sum(1 for rd in rounds if rd.killed_at is not None)}", None),
+        ("soak (rounds + last run)", f"{soak_seconds:.0f} s", None),
+    ]
+    for name, value, ok in rows:
+        print(f"{name:<52}{value}{'' if ok is None else ('   ok' if ok else '   MISSED')}")
+    for b in bad[:10]:
+        print(f"  - {b}")
+    met = all(ok for _, _, ok in rows if ok is not None)
+    print(f"must-hold figures: {'met' if met else 'MISSED'}")
+    return met
+
+
+def line(name: str, seconds: str, text: str) -> None:
+    print(f"{name:<52}{seconds:>9}   {text}", flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--appointments", type=int, default=3000, help="appointments to seed (about 40 %% upcoming within 30 days)")
+    p.add_argument("--rounds", type=int, default=4, help="faulted sync runs (odd: incremental, even: full)")
+    p.add_argument("--changes", type=int, default=3000, help="changes in total, spread over the rounds")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--error-500", type=float, default=0.10)
+    p.add_argument("--error-429", type=float, default=0.05)
+    p.add_argument("--retry-after", type=float, default=1)
+    p.add_argument("--drop", type=float, default=0.02)
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, state store, Prefect database)")
+    p.add_argument("--verbose", action="store_true", help="Prefect's warnings and the first failures of each round")
+    args = p.parse_args()
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING" if args.verbose else "CRITICAL")
+
+    tmp = Path(tempfile.mkdtemp(prefix="appt-soak-"))
+    home = tmp / "prefect"
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ.pop("PREFECT_API_URL", None)
+    from deployments import stack
+
+    print(f"soak: {args.appointments:,} appointments, {args.changes:,} changes over {args.rounds} faulted runs, faults "
+          f"500 {args.error_500:.0%} / 429 {args.error_429:.0%} (Retry-After {args.retry_after:g} s) / drop {args.drop:.0%}, "
+          f"{os.cpu_count()} CPUs, folder {tmp}", flush=True)
+    try:
+        api = stack.ensure_prefect_server(stack.free_port(), home)
+        os.environ["PREFECT_API_URL"] = api
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with stack.sandbox_process("--appointments", str(args.appointments), "--seed", str(args.seed), "--bulk-delay", "0.3", log_dir=tmp) as url, \
+                temporary_settings({PREFECT_API_URL: api}):
+            met = soak(url, api, f"sqlite:///{tmp / 'state.db'}", args)
+    finally:
+        stack.stop_pidfile(home / "server.pid")
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
