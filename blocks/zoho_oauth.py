@@ -125,7 +125,15 @@ class ZohoOAuth(Block):
                     await client.read_global_concurrency_limit_by_name(self.lock_name)
 
     def _adopt(self, other: "ZohoOAuth") -> None:
-        for name in ("access_token", "expires_at", "api_domain", "throttled_until", "refresh_token"):
+        """Take the stored document's state, but never trade our token for one that
+        expires earlier: concurrent callers share this instance, and a document read
+        before our own refresh was saved still holds the token that refresh replaced."""
+        keep_token = (
+            self.access_token is not None and self.expires_at is not None
+            and (other.expires_at is None or other.expires_at < self.expires_at)
+        )
+        names = ("api_domain", "throttled_until", "refresh_token") if keep_token else ("access_token", "expires_at", "api_domain", "throttled_until", "refresh_token")
+        for name in names:
             setattr(self, name, getattr(other, name))
 
     async def get_access_token(
@@ -159,17 +167,18 @@ class ZohoOAuth(Block):
             async with ZohoClient(self.endpoints()) as bare:
                 try:
                     answer = await bare.accounts.refresh(self.client_id, self.client_secret, self.refresh_token)
-                except TokenThrottledError:
-                    self.throttled_until = now + THROTTLE_BACKOFF
+                except TokenThrottledError as exc:
+                    # Zoho's throttle answer gives no Retry-After: back off THROTTLE_BACKOFF; honour one when given.
+                    self.throttled_until = now + (timedelta(seconds=exc.retry_after) if exc.retry_after else THROTTLE_BACKOFF)
                     await self.asave(self._block_document_name, overwrite=True)
                     raise
-            self.access_token = answer.access_token
-            self.expires_at = now + timedelta(seconds=answer.expires_in)
+            minted, expires_at = answer.access_token, now + timedelta(seconds=answer.expires_in)
+            self.access_token, self.expires_at = minted, expires_at
             self.api_domain = answer.api_domain or self.api_domain
             self.throttled_until = None
             await self.asave(self._block_document_name, overwrite=True)
-            log.info("Refreshed the Zoho access token of %s; it expires at %s", self._block_document_name, self.expires_at.isoformat())
-            return self.access_token
+            log.info("Refreshed the Zoho access token of %s; it expires at %s", self._block_document_name, expires_at.isoformat())
+            return minted  # not self.access_token: another caller of this instance may have adopted meanwhile
 
     async def revoke(self) -> None:
         """Revoke the refresh token at Zoho (its access tokens die too) and clear the stored token."""

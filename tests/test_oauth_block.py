@@ -116,6 +116,33 @@ async def test_throttle_is_a_clear_error_and_stops_minting(sandbox, oauth_block)
     assert minted(sandbox) == 1
 
 
+async def test_a_throttle_with_retry_after_pauses_only_that_long(sandbox, oauth_block):
+    """Zoho's throttle has no Retry-After (2 minutes' pause); an answer that gives one is honoured."""
+    name = oauth_block._block_document_name
+    sandbox.faults(accounts={"error_429": 1.0, "retry_after": 3})
+    before = datetime.now(timezone.utc)
+    with pytest.raises(TokenThrottledError) as caught:
+        await (await ZohoOAuth.aload(name)).get_access_token()
+    assert caught.value.retry_after == 3
+    stored = await ZohoOAuth.aload(name)
+    assert before + timedelta(seconds=2) <= stored.throttled_until <= before + timedelta(seconds=60)  # not THROTTLE_BACKOFF
+
+
+async def test_a_document_read_before_our_refresh_never_brings_the_old_token_back(sandbox, oauth_block):
+    """Callers share one block instance: adopting a stale copy must not undo the refresh."""
+    name = oauth_block._block_document_name
+    block = await ZohoOAuth.aload(name)
+    first = await block.get_access_token()
+    stale = await ZohoOAuth.aload(name)  # holds ``first``
+    sandbox.http.post("/__sandbox/tokens/expire").raise_for_status()
+    second = await block.get_access_token(rejected=first)
+    assert second.get_secret_value() != first.get_secret_value()
+    block._adopt(stale)
+    assert block.access_token.get_secret_value() == second.get_secret_value()
+    assert (await block.get_access_token()).get_secret_value() == second.get_secret_value()
+    assert minted(sandbox) == 2
+
+
 async def test_refresh_token_flow_reports_expiry(sandbox, oauth_block, prefect_api):
     name = oauth_block._block_document_name
     first = await refresh_token(block_name=name)

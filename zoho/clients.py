@@ -96,7 +96,7 @@ class AccountsClient:
         response = await _send(self.http, "POST", f"{self.base_url}/oauth/v2/token", data=form)
         body = _json_or_none(response)
         if isinstance(body, dict) and "error" in body:
-            raise accounts_error(body, response.status_code, endpoint_of(response.request))
+            raise accounts_error(body, response.status_code, endpoint_of(response.request), retry_after_of(response))
         _raise_for(response)
         if not isinstance(body, dict) or not body.get("access_token"):
             raise _unexpected(response, "the token answer has no access_token")
@@ -136,7 +136,7 @@ class AccountsClient:
         response = await _send(self.http, "POST", f"{self.base_url}/oauth/v2/token/revoke", data={"token": token.get_secret_value()})
         body = _json_or_none(response)
         if isinstance(body, dict) and "error" in body:
-            raise accounts_error(body, response.status_code, endpoint_of(response.request))
+            raise accounts_error(body, response.status_code, endpoint_of(response.request), retry_after_of(response))
         _raise_for(response)
 
 

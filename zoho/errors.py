@@ -76,9 +76,15 @@ class InvalidGrantError(AuthError):
 
 class TokenThrottledError(AuthError):
     """``Access Denied``: too many access tokens minted for this refresh token
-    (Zoho allows 10 per 10 minutes). Transient, but wait minutes, not seconds."""
+    (Zoho allows 10 per 10 minutes). Transient, but wait minutes, not seconds.
+    ``retry_after``: the answer's ``Retry-After`` in seconds, when it has one
+    (Zoho's throttle answer has none; a proxy's 429 may)."""
 
     transient = True
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
 
 
 class InvalidTokenError(ZohoError):
@@ -189,7 +195,7 @@ def crm_error(body: dict[str, Any], status_code: int | None = None, endpoint: st
     return cls(code, message, details, status_code, endpoint)
 
 
-def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> ZohoError:
+def accounts_error(body: dict[str, Any], status_code: int, endpoint: str, retry_after: float | None = None) -> ZohoError:
     """The typed error for an Accounts ``{"error": ...}`` body.
 
     The ``error`` key decides (Accounts answers errors with HTTP 200 or 400), except
@@ -199,7 +205,7 @@ def accounts_error(body: dict[str, Any], status_code: int, endpoint: str) -> Zoh
     error = str(body.get("error"))
     description = str(body.get("error_description") or error)
     if error == "Access Denied":
-        return TokenThrottledError("ACCESS_DENIED", description, {}, status_code, endpoint)
+        return TokenThrottledError("ACCESS_DENIED", description, {}, status_code, endpoint, retry_after=retry_after)
     if error == "invalid_client":
         return InvalidClientError("invalid_client", "wrong client id or client secret", {}, status_code, endpoint)
     if error in ("invalid_code", "invalid_grant"):
@@ -224,7 +230,7 @@ def error_from_response(response: httpx.Response) -> ZohoError:
         body = None
     if isinstance(body, dict):
         if "error" in body and "code" not in body:
-            return accounts_error(body, status, endpoint)
+            return accounts_error(body, status, endpoint, retry_after)
         if isinstance(body.get("response"), dict):
             return bookings_error(body, status, endpoint, retry_after)
         if "code" in body:
