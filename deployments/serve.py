@@ -35,7 +35,7 @@ from prefect.schedules import Cron, Interval
 from flows.bulk_read import bulk_read_callback
 from flows.notifications import renew_notification_channel
 from flows.refresh_token import refresh_token
-from flows.sync_appointments import sync_appointments
+from flows.sync_appointments import sync_appointments, sync_records
 
 
 def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_block: str = "crm-channel") -> list:
@@ -54,7 +54,7 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_b
             name="sync-incremental", schedules=[Interval(timedelta(minutes=5), slug="every-5-minutes")],
             parameters={"config_block": config_block, "mode": "incremental"}, tags=[*tags, "direction:both", "mode:incremental"],
         ),
-        sync_appointments.to_deployment(
+        sync_records.to_deployment(  # the sync flow with flow-run retries: a webhook's ids are not lost
             name="sync-on-webhook",
             triggers=[
                 DeploymentEventTrigger(

@@ -33,6 +33,9 @@ def test_serve_and_prefect_yaml_agree():
 
 def test_the_webhook_deployment_is_triggered_by_the_receivers_event():
     hook = next(d for d in build("sync-acme", "zoho-acme") if d.name == "sync-on-webhook")
+    from flows.sync_appointments import sync_records
+
+    assert sync_records.name == "sync-appointments" and sync_records.retries == 2  # same flow, runs retried
     (trigger,) = hook.triggers
     assert trigger.expect == {"zoho.sync.requested"}
     assert trigger.match.model_dump().get("prefect.resource.id") == "zoho.sync.sync-acme"
