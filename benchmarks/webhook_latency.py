@@ -143,8 +143,13 @@ class Runs:
         return paused
 
     def resume(self, ids: list[str]) -> None:
+        """Resume the paused deployments; a server still too busy to answer is reported, not fatal
+        (the figures are already printed; resume them in the UI or with `prefect deployment resume`)."""
         for i in ids:
-            self._post(f"/deployments/{i}/resume_deployment")
+            try:
+                self._post(f"/deployments/{i}/resume_deployment")
+            except httpx.HTTPStatusError as exc:
+                print(f"   could not resume deployment {i} ({exc.response.status_code}); resume it by hand", flush=True)
 
 
 def _ts(value: str | None) -> float:
