@@ -74,10 +74,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
+
+if TYPE_CHECKING:
+    from deployments.demo import Pair
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,12 +94,6 @@ ALREADY = ("is already scheduled for the given start_time", "Appointment is alre
 
 
 # ------------------------------------------------------------------ sandbox view
-def bk_instant(text: str, tz: str) -> datetime:
-    from zoho.timefmt import from_bookings
-
-    return from_bookings(text, tz).astimezone(UTC)
-
-
 def writable(instant: datetime, tz: str) -> bool:
     """Bookings can write this instant as a wall time in ``tz`` (not in a fold's second pass or a gap)."""
     from zoho.timefmt import from_bookings, to_bookings
@@ -104,38 +101,14 @@ def writable(instant: datetime, tz: str) -> bool:
     return from_bookings(to_bookings(instant, tz), tz) == instant and to_bookings(instant + timedelta(hours=1), tz) != to_bookings(instant, tz)
 
 
-@dataclass
-class Pair:
-    crm: dict[str, Any]
-    booking: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return self.booking["booking_id"]
-
-    @property
-    def tz(self) -> str:
-        return self.booking["time_zone"]
-
-    @property
-    def start(self) -> datetime:
-        return bk_instant(self.booking["start_time"], self.tz)
-
-    @property
-    def end(self) -> datetime:
-        return bk_instant(self.booking["end_time"], self.tz)
-
-
 def agreeing_pairs(http: httpx.Client) -> tuple[list[Pair], int]:
     """Linked pairs whose two sides agree now, and the number that disagree."""
-    from deployments.demo import disagreements
+    from deployments.demo import disagreements, linked_pairs
 
     dump = http.get("/__sandbox/dump", params={"module": "Appointments__s"}).json()
     dump["bookings"] = http.get("/__sandbox/dump", params={"module": "bookings"}).json()["bookings"]
     bad = {line.split(":", 1)[0] for line in disagreements(dump)}
-    bookings = {b["booking_id"]: b for b in dump["bookings"]}
-    pairs = [Pair(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a.get("Booking_Id") in bookings]
-    return sorted((p for p in pairs if p.id not in bad), key=lambda p: p.id), len(bad)
+    return sorted((p for p in linked_pairs(dump).values() if p.id not in bad), key=lambda p: p.id), len(bad)
 
 
 def disagreeing(http: httpx.Client) -> list[str]:

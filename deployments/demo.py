@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,19 +37,55 @@ def _say(step: str) -> None:
     print(f"\n== {step}", flush=True)
 
 
+@dataclass
+class Pair:
+    """A linked CRM appointment and its booking, as ``GET /__sandbox/dump`` shows them."""
+
+    crm: dict[str, Any]
+    booking: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The ``booking_id``."""
+        return self.booking["booking_id"]
+
+    @property
+    def tz(self) -> str:
+        """The booking's time zone."""
+        return self.booking["time_zone"]
+
+    @property
+    def start(self) -> datetime:
+        """The booking's start as an instant in UTC (``zoho.timefmt.from_bookings``)."""
+        return _bookings_instant(self.booking["start_time"], self.tz)
+
+    @property
+    def end(self) -> datetime:
+        """The booking's end as an instant in UTC."""
+        return _bookings_instant(self.booking["end_time"], self.tz)
+
+
+def _bookings_instant(text: str, tz: str) -> datetime:
+    from zoho.timefmt import from_bookings
+
+    return from_bookings(text, tz).astimezone(timezone.utc)
+
+
+def linked_pairs(dump: dict[str, Any]) -> dict[str, Pair]:
+    """``booking_id`` -> :class:`Pair` for every CRM appointment whose booking is in the dump."""
+    bookings = {b["booking_id"]: b for b in dump["bookings"]}
+    return {a["Booking_Id"]: Pair(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a.get("Booking_Id") in bookings}
+
+
 def disagreements(dump: dict[str, Any]) -> list[str]:
     """Linked appointments whose CRM and Bookings sides differ (start instant or status)."""
     from sync.engine import Link, SideState, agree, bookings_canon, crm_canon
-    from zoho.timefmt import from_bookings
 
-    bookings = {b["booking_id"]: b for b in dump["bookings"]}
     out = []
-    for appt in dump["Appointments__s"]:
-        b = bookings.get(appt.get("Booking_Id"))
-        if b is None:
-            continue
+    for p in linked_pairs(dump).values():
+        appt, b = p.crm, p.booking
         crm = SideState(datetime.fromisoformat(appt["Appointment_Start_Time"]), crm_canon(appt["Status"]))
-        booking = SideState(from_bookings(b["start_time"], b["time_zone"]), bookings_canon(b["status"]))
+        booking = SideState(p.start, bookings_canon(b["status"]))
         if not agree(Link(b["booking_id"], appt["id"], b["time_zone"], crm, booking)):
             out.append(f"{b['booking_id']}: CRM {appt['Appointment_Start_Time']} {appt['Status']} / Bookings {b['start_time']} {b['time_zone']} {b['status']}")
     return out
@@ -58,8 +95,7 @@ def _edits(http: httpx.Client) -> list[str]:
     """Edit both sides as users would; returns what was done, one line each."""
     dump = http.get("/__sandbox/dump").json()
     now = datetime.now(timezone.utc)
-    bookings = {b["booking_id"]: b for b in dump["bookings"]}
-    pairs = [(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a["Booking_Id"] in bookings]
+    pairs = [(p.crm, p.booking) for p in linked_pairs(dump).values()]
 
     def pick(tz: str | None, future: bool, crm_status: tuple[str, ...], bk_status: tuple[str, ...]) -> tuple[dict, dict]:
         """An unused pair; past ones ended within the last 6 days (inside the incremental window)."""

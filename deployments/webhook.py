@@ -187,6 +187,16 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
     settings = settings or ReceiverSettings()
     coalescer = Coalescer(settings, emit)
 
+    engines: list[Any] = []
+
+    def store() -> Any:
+        """The state store's engine, made on the first callback (tables checked once), kept until shutdown."""
+        if not engines:
+            from sync.store import make_engine
+
+            engines.append(make_engine(settings.state_store_url))
+        return engines[0]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         task = asyncio.create_task(coalescer.run())
@@ -196,6 +206,8 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for engine in engines:
+                engine.dispose()
 
     app = FastAPI(title="zoho-appointment-sync webhook receiver", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.coalescer = coalescer
@@ -270,13 +282,8 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         if job is None:
             return _error(422, "expected the Bulk Read job status JSON (id, state, result)")
         from sync.bulk_runs import record_callback
-        from sync.store import make_engine
 
-        engine = make_engine(settings.state_store_url)
-        try:
-            await asyncio.to_thread(record_callback, engine, {"data": [job]})
-        finally:
-            engine.dispose()
+        await asyncio.to_thread(record_callback, store(), {"data": [job]})
         emit(
             "zoho.bulk_read.callback",
             {"prefect.resource.id": f"zoho.bulk_read.{job['id']}", "zoho.organisation": settings.config_block},

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 import flows.sync_appointments as sync_flow
 from blocks import ZohoOAuth
 from blocks.sync_config import AppointmentSyncConfig
+from deployments.demo import Pair, linked_pairs as pairs
 from flows.sync_appointments import sync_appointments
 from sync.report import SyncSummary
 
@@ -42,43 +43,8 @@ def crm_instant(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def bookings_instant(text: str, tz: str) -> datetime:
-    """``dd-MMM-yyyy HH:mm:ss`` wall time in ``tz`` (first occurrence in a fold) -> UTC."""
-    return datetime.strptime(text, "%d-%b-%Y %H:%M:%S").replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-
-
 def bookings_text(instant: datetime, tz: str) -> str:
     return instant.astimezone(ZoneInfo(tz)).strftime("%d-%b-%Y %H:%M:%S")
-
-
-@dataclass
-class Pair:
-    """A CRM appointment and its booking, as the sandbox shows them."""
-
-    crm: dict[str, Any]
-    booking: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return self.booking["booking_id"]
-
-    @property
-    def tz(self) -> str:
-        return self.booking["time_zone"]
-
-    @property
-    def start(self) -> datetime:
-        return bookings_instant(self.booking["start_time"], self.tz)
-
-    @property
-    def end(self) -> datetime:
-        return bookings_instant(self.booking["end_time"], self.tz)
-
-
-def pairs(dump: dict[str, Any]) -> dict[str, Pair]:
-    """Booking id -> linked pair."""
-    bookings = {b["booking_id"]: b for b in dump["bookings"]}
-    return {r["Booking_Id"]: Pair(r, bookings[r["Booking_Id"]]) for r in dump["Appointments__s"] if r.get("Booking_Id") in bookings}
 
 
 def disagreements(dump: dict[str, Any]) -> list[tuple]:
