@@ -221,6 +221,36 @@ def _base_env(home: Path, api: str | None = None) -> dict[str, str]:
     return env
 
 
+# ------------------------------------------------------------------ the stack file
+#: ``PREFECT_HOME/stack.json``: what this checkout's stack serves, for ``appt-sync`` in a
+#: new shell (which has neither ``PREFECT_HOME`` nor ``PREFECT_API_URL`` set).
+STACK_FILE = "stack.json"
+
+
+def record_stack(home: Path, **urls: str) -> None:
+    """Merge ``urls`` (``api``, ``sandbox``, ``receiver``: base URLs) into ``home/stack.json``."""
+    import json
+
+    path = home / STACK_FILE
+    data = read_stack(home) or {}
+    data.update(urls)
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_stack(home: Path | None = None) -> dict[str, str] | None:
+    """``home/stack.json`` as written by :func:`record_stack` (``api`` is the Prefect API URL), or None."""
+    import json
+
+    try:
+        data = json.loads(((Path(home) if home else prefect_home()) / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _start_server(port: int, home: Path) -> tuple[str, subprocess.Popen | None]:
     """``(api, proc)``: a healthy server on ``port`` is reused (``proc`` None), else one is started."""
     api = f"http://127.0.0.1:{port}/api"
@@ -236,6 +266,7 @@ def ensure_prefect_server(port: int = 4200, home: Path | None = None) -> str:
     api, proc = _start_server(port, Path(home) if home else prefect_home())
     if proc is not None:
         wait_healthy(f"{api}/health", 90, proc)
+    record_stack(Path(home) if home else prefect_home(), api=api)
     return api
 
 
@@ -486,6 +517,7 @@ def up(
     serve_started = time.time()
     serve_env = {**env, "SYNC_CONFIG_BLOCK": config_block, "ZOHO_OAUTH_BLOCK": oauth_block, "NOTIFICATION_CHANNEL_BLOCK": CHANNEL_BLOCK}
     runner = _ensure("serve", [sys.executable, "-m", "deployments.serve"], home, serve_env, None)
+    record_stack(home, api=api, sandbox=sandbox_url, receiver=receiver_url)
     stack = Stack(home, api, sandbox_url, receiver_url, [n for n, p in (("server", server), ("sandbox", box), ("receiver", hook), ("serve", runner)) if p is not None])
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
