@@ -56,14 +56,14 @@ class NotificationChannel(Block):
     _block_type_slug = "zoho-notification-channel"
     _description = "A Zoho CRM notification channel (events, notify_url, token, expiry) kept alive by renew-notification-channel."
 
-    oauth_block: str = Field(default="zoho-sandbox", description="Name of the ZohoOAuth block the watch calls use.")
-    channel_id: int = Field(gt=0, description="Channel id (a number of our choosing, unique in the org).")
-    events: list[str] = Field(default_factory=lambda: ["Appointments__s.all"], min_length=1, description="Events, e.g. Appointments__s.all, Events.edit.")
-    notify_url: str = Field(description="The receiver's public URL of /zoho/crm/notifications.")
-    token: SecretStr = Field(default_factory=lambda: SecretStr(new_token()), description="Channel token (random when empty; at most 50 characters).")
-    channel_expiry: datetime | None = Field(default=None, description="When Zoho drops the channel (managed by the flow).")
-    renew_before_hours: float = Field(default=24, gt=0, description="Renew when fewer hours than this remain.")
-    lifetime_hours: float = Field(default=MAX_LIFETIME_HOURS - 1, gt=0, le=MAX_LIFETIME_HOURS, description="A renewed channel lives this long (Zoho: at most one week).")
+    oauth_block: str = Field(default="zoho-sandbox", title="Zoho OAuth block", description="Name of the Zoho OAuth block document the watch (subscribe) calls use.")
+    channel_id: int = Field(gt=0, title="Channel ID", description="The channel's number, of our choosing and unique in the Zoho org (13 digits in Zoho's examples).")
+    events: list[str] = Field(default_factory=lambda: ["Appointments__s.all"], min_length=1, title="Watched events", description="Module events Zoho notifies, e.g. Appointments__s.all, Events.edit.")
+    notify_url: str = Field(title="Notify URL", description="The webhook receiver's public URL of /zoho/crm/notifications, where Zoho POSTs each change.")
+    token: SecretStr = Field(default_factory=lambda: SecretStr(new_token()), title="Channel token", description="Secret Zoho sends back in every notification (random when empty; at most 50 characters; stored encrypted).")
+    channel_expiry: datetime | None = Field(default=None, title="Channel expires at (UTC, managed)", description="When Zoho drops the channel; managed by the renew-notification-channel flow.")
+    renew_before_hours: float = Field(default=24, gt=0, title="Renew before expiry (hours)", description="Renew the channel when fewer hours than this remain.")
+    lifetime_hours: float = Field(default=MAX_LIFETIME_HOURS - 1, gt=0, le=MAX_LIFETIME_HOURS, title="Channel lifetime (hours)", description="How long a renewed channel lives (Zoho: at most one week, 168 hours).")
 
     #: Whether the token was generated on loading because the document had none
     #: (then Zoho's channel carries another token, or none, and must be renewed).

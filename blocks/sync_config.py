@@ -33,17 +33,33 @@ class AppointmentSyncConfig(Block):
     _block_type_slug = "appointment-sync-config"
     _description = "Zoho Bookings <-> CRM appointment sync settings of one organisation."
 
-    oauth_block: str = Field(default="zoho-sandbox", description="Name of the ZohoOAuth block.")
-    crm_module: Literal["Appointments__s", "Events"] = "Appointments__s"
-    booking_field: str = Field(default="Booking_Id", description="CRM field holding the Bookings booking_id.")
-    conflict_policy: Policy = Policy.LATEST_WINS
-    initial_source: Side = Side.BOOKINGS
-    bookings_time_zone: str = Field(default="UTC", description="Time zone fetchappointment reads from_time/to_time in.")
-    bookings_past_days: int = Field(default=35, ge=0)
-    bookings_future_days: int = Field(default=90, ge=0)
-    incremental_past_days: int = Field(default=7, ge=0, description="Completions and no-shows are usually marked within days.")
-    incremental_future_days: int = Field(default=30, ge=0)
-    incremental_overlap_minutes: int = Field(default=5, ge=0, description="Re-read this much before the bookmark.")
-    bookings_concurrency: int = Field(default=5, ge=1, le=20)
-    bookings_page_size: int = Field(default=100, ge=1, le=100)
-    state_store_url: str | None = None
+    oauth_block: str = Field(default="zoho-sandbox", title="Zoho OAuth block", description="Name of the Zoho OAuth block document whose credentials and shared token the sync uses.")
+    crm_module: Literal["Appointments__s", "Events"] = Field(
+        default="Appointments__s", title="CRM module",
+        description="Appointments__s: CRM appointments (start time and status). Events: CRM Meetings (time only; not built yet).",
+    )
+    booking_field: str = Field(default="Booking_Id", title="CRM field holding the booking id", description="API name of the CRM field that holds the Zoho Bookings booking_id of the linked booking.")
+    conflict_policy: Policy = Field(
+        default=Policy.LATEST_WINS, title="Conflict policy (both sides changed)",
+        description=(
+            "What happens when CRM and Bookings both changed the same appointment since they last agreed. "
+            "latest_wins: the later edit wins (CRM's Modified_Time against when the sync first saw the Bookings change); "
+            "crm_wins: CRM always wins; bookings_wins: Bookings always wins; report_only: nothing is sent, the conflict is reported."
+        ),
+    )
+    initial_source: Side = Field(
+        default=Side.BOOKINGS, title="Source of truth for new links",
+        description="Which side is copied to the other when a link is seen for the first time and the sides differ (bookings: Zoho Bookings, crm: Zoho CRM).",
+    )
+    bookings_time_zone: str = Field(default="UTC", title="Bookings workspace time zone", description="IANA time zone (e.g. Europe/London) that fetchappointment reads the window's from_time/to_time in.")
+    bookings_past_days: int = Field(default=35, ge=0, title="Full runs: days back", description="Full runs read Bookings appointments starting this many days before now.")
+    bookings_future_days: int = Field(default=90, ge=0, title="Full runs: days ahead", description="Full runs read Bookings appointments starting up to this many days after now.")
+    incremental_past_days: int = Field(default=7, ge=0, title="Incremental runs: days back", description="Incremental runs read Bookings this many days back (completions and no-shows are usually marked within days).")
+    incremental_future_days: int = Field(default=30, ge=0, title="Incremental runs: days ahead", description="Incremental runs read Bookings up to this many days ahead.")
+    incremental_overlap_minutes: int = Field(default=5, ge=0, title="Incremental overlap (minutes)", description="Incremental runs re-read CRM changes from this many minutes before the last run's bookmark.")
+    bookings_concurrency: int = Field(default=5, ge=1, le=20, title="Parallel Bookings calls", description="How many Bookings API calls (reads and writes) run at once (1-20).")
+    bookings_page_size: int = Field(default=100, ge=1, le=100, title="Bookings page size", description="Appointments per fetchappointment page (at most 100).")
+    state_store_url: str | None = Field(
+        default=None, title="State store URL",
+        description="SQLAlchemy URL of the sync's state store (links, base, action log), e.g. postgresql+psycopg://... Empty: SQLite under .data/.",
+    )

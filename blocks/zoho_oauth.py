@@ -69,19 +69,19 @@ class ZohoOAuth(Block):
     _block_type_slug = "zoho-oauth"
     _description = "Zoho OAuth client, refresh token and the shared access token of one Zoho user or organisation."
 
-    client_id: str = Field(description="OAuth client id (Zoho API console, self client).")
-    client_secret: SecretStr = Field(description="OAuth client secret.")
-    refresh_token: SecretStr = Field(description="Refresh token from the grant-code exchange.")
-    access_token: SecretStr | None = Field(default=None, description="Current access token (managed by the block).")
-    expires_at: datetime | None = Field(default=None, description="When access_token expires (UTC).")
-    data_centre: DataCentre = Field(default=DataCentre.US, description="Zoho data centre, or CUSTOM with base_url.")
-    base_url: str | None = Field(default=None, description="Base URL for data centre CUSTOM (e.g. the sandbox).")
-    api_domain: str | None = Field(default=None, description="API domain from the token answer.")
-    scopes: list[str] = Field(default_factory=list, description="Scopes granted to the refresh token.")
-    zoho_user: str | None = Field(default=None, description="The Zoho user or organisation this grant belongs to.")
-    refresh_margin_seconds: int = Field(default=int(DEFAULT_MARGIN.total_seconds()), ge=0, description="Refresh when fewer seconds than this remain.")
-    throttled_until: datetime | None = Field(default=None, description="Zoho throttled token minting; no refresh before this.")
-    lock_timeout_seconds: float = Field(default=60.0, gt=0, description="How long to wait for another process's refresh.")
+    client_id: str = Field(title="Client ID", description="OAuth client id from the Zoho API console (e.g. a self client).")
+    client_secret: SecretStr = Field(title="Client secret", description="OAuth client secret from the Zoho API console (stored encrypted).")
+    refresh_token: SecretStr = Field(title="Refresh token", description="Long-lived refresh token from the grant-code exchange; mints the access tokens (stored encrypted).")
+    access_token: SecretStr | None = Field(default=None, title="Access token (managed)", description="The current shared access token; set and refreshed by the block, leave empty.")
+    expires_at: datetime | None = Field(default=None, title="Access token expires at (UTC)", description="When the access token expires; managed by the block.")
+    data_centre: DataCentre = Field(default=DataCentre.US, title="Zoho data centre", description="Where the Zoho account lives (US, EU, IN, AU, JP, CA, SA, CN), or CUSTOM with a base URL (the sandbox).")
+    base_url: str | None = Field(default=None, title="Base URL (CUSTOM data centre)", description="Base URL of Accounts, CRM and Bookings when the data centre is CUSTOM, e.g. http://127.0.0.1:8000 for the sandbox.")
+    api_domain: str | None = Field(default=None, title="API domain (managed)", description="API domain from the last token answer; wins for CRM and Bookings calls.")
+    scopes: list[str] = Field(default_factory=list, title="Scopes", description="OAuth scopes granted to the refresh token (for reference).")
+    zoho_user: str | None = Field(default=None, title="Zoho user or organisation", description="Whom the grant belongs to (for reference).")
+    refresh_margin_seconds: int = Field(default=int(DEFAULT_MARGIN.total_seconds()), ge=0, title="Refresh margin (seconds)", description="Refresh the access token when fewer seconds than this remain.")
+    throttled_until: datetime | None = Field(default=None, title="Throttled until (UTC, managed)", description="Zoho throttled token minting; no refresh is attempted before this.")
+    lock_timeout_seconds: float = Field(default=60.0, gt=0, title="Refresh lock timeout (seconds)", description="How long to wait for another process's token refresh before giving up.")
 
     @field_validator("expires_at", "throttled_until")
     @classmethod

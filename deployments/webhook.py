@@ -26,6 +26,14 @@ Leading edge and throttle: when the receiver has been idle, the first id is
 emitted ``leading_seconds`` (0.2 s) after it arrives, so a single edit is not held
 back; while ids keep coming, at most one event per ``coalesce_seconds`` (2 s).
 Ids are kept until their event is emitted.
+
+A ``zoho.sync.requested`` event links to what it asks about (:func:`sync_related`):
+the organisation (``zoho.sync.<config block>``, role ``organisation``), each booking
+(``zoho.appointment.<booking id>``, role ``booking``) and CRM record
+(``zoho.crm.record.<id>``, role ``crm-record``), the resource ids the sync flow's
+``zoho.appointment.*`` events carry, so the event feed connects a request, the run
+its trigger starts (Prefect relates the run to its ``triggering-event``) and the
+changes it applied.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 from collections import defaultdict
@@ -47,6 +56,29 @@ log = logging.getLogger("zoho_appointment_sync.webhook")
 
 CRM_OPERATIONS = frozenset({"insert", "update", "delete", "restore"})
 MAX_IDS_PER_EVENT = 500
+#: Ids named as related resources per event (Prefect allows 100 related resources; the payload has them all).
+MAX_RELATED_IDS = 90
+
+
+def sync_related(config_block: str, kind: str, ids: list[str]) -> list[dict[str, str]]:
+    """Related resources of a ``zoho.sync.requested`` event: the organisation, then the first
+    :data:`MAX_RELATED_IDS` of ``ids`` (``kind``: ``booking_ids`` or ``crm_ids``) with their roles."""
+    related = [{"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation", "prefect.resource.name": config_block}]
+    for i in ids[:MAX_RELATED_IDS]:
+        if kind == "booking_ids":
+            related.append({"prefect.resource.id": f"zoho.appointment.{i}", "prefect.resource.role": "booking", "prefect.resource.name": i})
+        else:
+            related.append({"prefect.resource.id": f"zoho.crm.record.{i}", "prefect.resource.role": "crm-record", "prefect.resource.name": i})
+    return related
+
+
+def _takes_related(emit: Any) -> bool:
+    """Whether ``emit`` accepts a ``related`` keyword (older three-argument emitters do not)."""
+    try:
+        params = inspect.signature(emit).parameters
+    except (TypeError, ValueError):
+        return False
+    return "related" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class ReceiverSettings(BaseSettings):
@@ -126,6 +158,7 @@ class Coalescer:
     def __init__(self, settings: ReceiverSettings, emit: Any) -> None:
         self.settings = settings
         self.emit = emit
+        self._related = _takes_related(emit)
         self.pending: dict[str, set[str]] = defaultdict(set)
         self.emitted_events = 0
         self._wake = asyncio.Event()
@@ -144,8 +177,10 @@ class Coalescer:
                 chunk = ids[i : i + MAX_IDS_PER_EVENT]
                 payload = {"config_block": self.settings.config_block, "crm_ids": [], "booking_ids": []}
                 payload[kind] = chunk
+                resource = {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}
+                related = {"related": sync_related(self.settings.config_block, kind, chunk)} if self._related else {}
                 try:
-                    self.emit("zoho.sync.requested", {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}, payload)
+                    self.emit("zoho.sync.requested", resource, payload, **related)
                 except Exception:  # noqa: BLE001 - keep the ids; the next window tries again
                     log.exception("could not emit zoho.sync.requested; %s ids kept for the next window", len(ids) - i)
                     self.emitted_events += sent
@@ -175,15 +210,16 @@ class Coalescer:
             self.flush()
 
 
-def prefect_emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
-    """Emit a Prefect event (needs ``PREFECT_API_URL``)."""
+def prefect_emit(event: str, resource: dict[str, str], payload: dict[str, Any], related: list[dict[str, str]] | None = None) -> None:
+    """Emit a Prefect event (needs ``PREFECT_API_URL``); ``related``: related resources (``prefect.resource.id`` and ``.role`` each)."""
     from prefect.events import emit_event
 
-    emit_event(event=event, resource=resource, payload=payload)
+    emit_event(event=event, resource=resource, payload=payload, related=related)
 
 
 def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefect_emit) -> FastAPI:
-    """The receiver app. ``emit(event, resource, payload)`` is swappable for tests."""
+    """The receiver app. ``emit(event, resource, payload[, related=...])`` is swappable for tests
+    (an emitter without a ``related`` keyword gets none)."""
     settings = settings or ReceiverSettings()
     coalescer = Coalescer(settings, emit)
 

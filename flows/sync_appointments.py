@@ -14,6 +14,13 @@ notification) matches the base and is not sent again, and a crash after k of n
 batches leaves the first k committed. A refused record is logged with Zoho's code
 and message; the rest go on. Conflicts and deferred changes are reported and
 re-planned next run.
+
+Reporting (:mod:`sync.report`): a markdown summary and tables of changes (old ->
+new, in the booking's time zone and UTC), failures and conflicts (what each side
+wanted, who won, why), published also when the run fails part-way, before the
+error is raised again. The run ends in a ``Completed`` state whose message is the
+summary's headline (``nothing to do: echo of an earlier write ...`` for a records
+run that found nothing to do; such a run is also renamed ``...-nothing-to-do-...``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Completed
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -35,7 +43,7 @@ from flows.bulk_read import bulk_read
 from sync import bulk_runs
 from sync.engine import Action, Canon, Kind, Link, Plan, Side, SideState, plan_link
 from sync.links import BookingRecord, applied_keys, bookings_window, changed_links, log_actions, row_to_link, upsert_bookings, upsert_crm_appointments, write_base
-from sync.report import SyncSummary
+from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
 from sync.store import CrmAppointment, make_engine, utc_now
 from tasks.sync import CRM_FIELDS, Outcome, apply_bookings, apply_crm_batch, end_after, fetch_bookings, get_bookings, read_crm_changes
 
@@ -70,9 +78,8 @@ def _safe_links(links, summary: SyncSummary):
             yield next(iterator)
         except StopIteration:
             return
-        except ValueError as exc:  # a record with an unknown status or no start: recorded, skipped
-            summary.invalid += 1
-            summary.failures.append({"booking_id": "?", "target": "-", "kind": "invalid", "code": "INVALID_RECORD", "message": str(exc)})
+        except ValueError as exc:  # a record with an unknown status or no start: recorded (InvalidLink carries the ids), skipped
+            summary.add_failure(invalid_record(getattr(exc, "booking_id", None), getattr(exc, "crm_id", None), str(exc)))
 
 
 def _commit_crm(engine, link: Link, outcome: Outcome) -> tuple:
@@ -106,14 +113,13 @@ def _commit_bookings(engine, link: Link, outcome: Outcome) -> tuple:
 
 
 def _run_name() -> str:
-    """``sync-incremental-2026-11-21T10:05Z`` (``records`` for webhook runs)."""
+    """``sync-incremental-2026-11-21T10:05Z``; webhook runs ``sync-records-#AN-00123-+4-2026-11-21T10:05Z`` (:func:`sync.report.run_name`)."""
     from datetime import datetime, timezone
 
     from prefect.runtime import flow_run as current
 
     params = current.parameters
-    kind = "records" if params.get("booking_ids") is not None or params.get("crm_ids") is not None else params.get("mode", "full")
-    return f"sync-{kind}{'-dry-run' if params.get('dry_run') else ''}-{datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}"
+    return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), params.get("crm_ids"), datetime.now(timezone.utc))
 
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
@@ -127,7 +133,10 @@ def _emit_applied(action: Action, run_id: str, config_block: str) -> None:
     emit_event(
         event=EVENT_NAMES[action.kind],
         resource={"prefect.resource.id": f"zoho.appointment.{action.booking_id}", "prefect.resource.name": action.booking_id, "zoho.crm.id": action.crm_id},
-        related=[{"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"}],
+        related=[
+            {"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"},
+            {"prefect.resource.id": f"zoho.crm.record.{action.crm_id}", "prefect.resource.role": "crm-record", "prefect.resource.name": action.crm_id},
+        ],
         payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id},
     )
 
@@ -143,11 +152,44 @@ async def sync_appointments(
     """Sync the organisation configured in the ``AppointmentSyncConfig`` block ``config_block``.
 
     Returns a :class:`~sync.report.SyncSummary` (also published as a markdown artifact,
-    with table artifacts of changes, failures and conflicts). The flow run is tagged
-    ``org:<config_block>`` and ``direction:both`` (also when started ad hoc).
+    with table artifacts of changes, failures and conflicts): the flow returns a
+    ``Completed`` state carrying the summary, so ``await sync_appointments(...)`` gives
+    the summary and the run's state message is :meth:`SyncSummary.headline`. The
+    flow run is tagged ``org:<config_block>`` and ``direction:both`` (also when
+    started ad hoc). When the sync raises part-way, the summary of what was applied
+    and the error is published and the error raised again (the run is Failed).
     """
     await _tag_run(f"org:{config_block}", "direction:both")
-    return await _sync(config_block, mode, dry_run, booking_ids, crm_ids)
+    targeted = booking_ids is not None or crm_ids is not None  # a webhook's lists, even empty: never a full run
+    summary = SyncSummary(run_id=str(flow_run.get_id() or uuid.uuid4()), mode="records" if targeted else mode, dry_run=dry_run, started_at=utc_now())
+    try:
+        await _sync(config_block, mode, dry_run, booking_ids, crm_ids, summary)
+    except Exception as exc:
+        summary.fail(exc, utc_now())
+        get_run_logger().error("Sync failed while %s, after %s applied: %s", summary.stage, summary.applied, summary.error)
+        try:
+            await _publish(summary)
+        except Exception as publish_error:  # noqa: BLE001 - the run's own error matters more
+            get_run_logger().warning("could not publish the summary of the failed run: %s", type(publish_error).__name__)
+        raise
+    await _publish(summary)
+    if targeted and summary.nothing_to_do:
+        await _rename_run(nothing_to_do_name(flow_run.get_name() or ""))
+    return Completed(message=summary.headline(), data=summary)  # type: ignore[return-value]  # the caller gets ``data``
+
+
+async def _rename_run(name: str) -> None:
+    """Rename this flow run (one API call); a failure is logged, never raised."""
+    from prefect import get_client
+
+    run_id = flow_run.get_id()
+    if run_id is None or not name:
+        return
+    try:
+        async with get_client() as client:
+            await client.update_flow_run(run_id, name=name)
+    except Exception as exc:  # noqa: BLE001 - a name is not worth failing a sync for
+        get_run_logger().debug("could not rename the run to %s: %s", name, exc)
 
 
 async def _tag_run(*names: str) -> None:
@@ -173,19 +215,28 @@ async def _tag_run(*names: str) -> None:
 sync_records = sync_appointments.with_options(retries=2, retry_delay_seconds=10)
 
 
-async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None) -> SyncSummary:
-    logger = get_run_logger()
+async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> None:
+    """The sync itself, filling ``summary`` as it goes (``summary.stage`` names the step)."""
+    summary.stage = "loading the configuration"
     cfg = await AppointmentSyncConfig.aload(config_block)
     if cfg.crm_module != "Appointments__s":
         raise NotImplementedError("syncing Events (Meetings) is not built yet; use crm_module=Appointments__s")
     engine = make_engine(cfg.state_store_url)
+    try:
+        await _sync_with(engine, cfg, config_block, mode, dry_run, booking_ids, crm_ids, summary)
+    finally:
+        engine.dispose()
+
+
+async def _sync_with(engine, cfg: AppointmentSyncConfig, config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> None:
+    logger = get_run_logger()
     now = utc_now()
-    targeted = booking_ids is not None or crm_ids is not None  # a webhook's lists, even empty: never a full run
-    summary = SyncSummary(run_id=str(flow_run.get_id() or uuid.uuid4()), mode="records" if targeted else mode, dry_run=dry_run, started_at=now)
+    targeted = summary.mode == "records"
     calls: Counter[str] = Counter()
     token_before = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at
 
     # 1. the CRM side
+    summary.stage = "reading CRM"
     if targeted:
         ids = list(crm_ids or [])
         if booking_ids:
@@ -208,11 +259,12 @@ async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[s
         upsert_crm_appointments(engine, rows)
 
     # 2. the Bookings side
+    summary.stage = "reading Bookings"
     if targeted:
         rows, missing = await get_bookings(cfg.oauth_block, list(booking_ids or []), cfg.bookings_concurrency)
         calls["bookings_read"] += len(booking_ids or [])
         for bid in missing:
-            summary.failures.append({"booking_id": bid, "target": "bookings", "kind": "read", "code": "NOT_FOUND", "message": "getappointment failed"})
+            summary.add_failure(read_failure(bid, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
     else:
         past, future = (cfg.bookings_past_days, cfg.bookings_future_days) if mode == "full" else (cfg.incremental_past_days, cfg.incremental_future_days)
         start, end = bookings_window(now, past, future)
@@ -221,19 +273,20 @@ async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[s
     upsert_bookings(engine, rows, now)
 
     # 3. the diff
+    summary.stage = "planning"
     summary.links = _count_links(engine)
     plan, links = _plan(engine, booking_ids if targeted else None, cfg, now, summary)
     summary.unchanged = summary.links - summary.candidates if not targeted else 0
     summary.planned = {k: v for k, v in plan.counts().items() if ":" in k and not k.startswith("conflict")}
     write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in plan.agreed], now)
     summary.agreed = len(plan.agreed)
-    for c in plan.conflicts:
-        summary.conflict_list.append({"booking_id": c.booking_id, "crm_id": c.crm_id, "kind": c.kind, "reason": c.reason, "winner": c.winner.value if c.winner else None})
+    summary.conflict_list.extend(conflicts_for(plan.conflicts, links, cfg.conflict_policy))
     summary.conflicts = sum(1 for c in plan.conflicts if c.kind != "deferred")
     summary.deferred = sum(1 for c in plan.conflicts if c.kind == "deferred")
     logger.info("%s links, %s to look at: %s actions, %s conflicts, %s deferred", summary.links, summary.candidates, len(plan.actions), summary.conflicts, summary.deferred)
 
     # 4. apply
+    summary.stage = "applying changes"
     if dry_run:
         log_actions(engine, summary.run_id, [(a, "dry_run", None, None) for a in plan.actions])
     else:
@@ -268,6 +321,7 @@ async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[s
         _record(engine, summary, links, bk_outcomes, _commit_bookings, config_block)
 
     # 5. bookmark and report
+    summary.stage = "finishing"
     if not targeted and mode == "incremental":
         with engine.connect() as conn:
             newest = conn.execute(select(func.max(CrmAppointment.__table__.c.modified_time))).scalar_one_or_none()
@@ -279,17 +333,15 @@ async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[s
     summary.api_calls = dict(calls)
     summary.token_refreshed = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at != token_before
     summary.finished_at = utc_now()
-    await _publish(summary)
+    summary.stage = "done"
     logger.info("Sync done: %s applied, %s failed, %s conflicts, %s deferred, %s agreed", summary.applied, summary.failed, summary.conflicts, summary.deferred, summary.agreed)
-    engine.dispose()
-    return summary
 
 
 def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list[Outcome], commit, config_block: str) -> None:
     bases, log = [], []
     for o in outcomes:
         a: Action = o.action
-        entry = {"booking_id": a.booking_id, "crm_id": a.crm_id, "target": a.target.value, "kind": a.kind.value, "value": a.value}
+        entry = change_entry(a, links.get(a.booking_id))
         if o.ok:
             bases.append(commit(engine, links[a.booking_id], o))
             summary.applied += 1
@@ -297,18 +349,18 @@ def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list
             log.append((a, "applied", o.code, o.message))
             _emit_applied(a, summary.run_id, config_block)
         else:
-            summary.failed += 1
-            summary.failures.append({**entry, "code": o.code, "message": o.message})
+            summary.add_failure({**entry, "code": o.code, "message": o.message})
             log.append((a, "failed", o.code, o.message))
     write_base(engine, bases)
     log_actions(engine, summary.run_id, log)
 
 
 async def _publish(summary: SyncSummary) -> None:
-    await acreate_markdown_artifact(key="sync-summary", markdown=summary.markdown(), description=f"Sync {summary.mode}")
+    """The summary and its tables as artifacts of this flow run (rows: :mod:`sync.report`)."""
+    await acreate_markdown_artifact(key="sync-summary", markdown=summary.markdown(), description=f"Sync {summary.mode}: {summary.headline()}")
     if summary.changes:
-        await acreate_table_artifact(key="sync-changes", table=summary.changes[:1000], description=f"{summary.applied} changes applied")
+        await acreate_table_artifact(key="sync-changes", table=summary.change_table(), description=f"{summary.applied} changes applied")
     if summary.failures:
-        await acreate_table_artifact(key="sync-failures", table=summary.failures[:1000], description=f"{summary.failed} failures (retried next run)")
+        await acreate_table_artifact(key="sync-failures", table=summary.failure_table(), description=f"{summary.failed} failures (retried next run)")
     if summary.conflict_list:
-        await acreate_table_artifact(key="sync-conflicts", table=summary.conflict_list[:1000], description=f"{summary.conflicts} conflicts, {summary.deferred} deferred")
+        await acreate_table_artifact(key="sync-conflicts", table=summary.conflict_table(), description=f"{summary.conflicts} conflicts, {summary.deferred} deferred")

@@ -165,14 +165,24 @@ def _rows(engine: Engine, query: Any, chunk: int) -> Iterator[Any]:
         yield from conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
 
 
+class InvalidLink(ValueError):
+    """A link that cannot be diffed (a missing start, an unknown status); ``booking_id`` and ``crm_id`` name it."""
+
+    def __init__(self, booking_id: str | None, crm_id: str | None, message: str) -> None:
+        super().__init__(message)
+        self.booking_id, self.crm_id = booking_id, crm_id
+
+
 def row_to_link(row: Any) -> Link:
-    """A :class:`~sync.engine.Link` from a :func:`changed_links` row; raises ``ValueError`` on a bad status or missing time."""
+    """A :class:`~sync.engine.Link` from a :func:`changed_links` row; raises :class:`InvalidLink`
+    (a ``ValueError`` carrying the booking and CRM ids) on a bad status or missing time."""
+    crm_id = getattr(row, "crm_id", None)
     if row.crm_start is None or row.bk_start is None:
-        raise ValueError(f"link {row.booking_id}: a start time is missing (CRM {row.crm_start}, Bookings {row.bk_start})")
+        raise InvalidLink(row.booking_id, crm_id, f"link {row.booking_id}: a start time is missing (CRM {row.crm_start}, Bookings {row.bk_start})")
     try:
         crm_status, bk_status = Canon(row.crm_status), Canon(row.bk_status)
     except ValueError:
-        raise ValueError(f"link {row.booking_id}: unknown status (CRM {row.crm_status!r}, Bookings {row.bk_status!r})") from None
+        raise InvalidLink(row.booking_id, crm_id, f"link {row.booking_id}: unknown status (CRM {row.crm_status!r}, Bookings {row.bk_status!r})") from None
     base_crm = base_bk = None
     if row.base_crm_status is not None:
         base_crm = SideState(row.base_crm_start, Canon(row.base_crm_status))

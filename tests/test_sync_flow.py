@@ -416,7 +416,7 @@ async def test_dry_run_writes_nothing_and_booking_ids_sync_only_those(sandbox, o
     assert {d[0] for d in disagreements(sandbox.dump())} == {moved_in_crm.id, moved_in_bookings.id}
     assert only.mode == "records" and only.applied == 1
     changes = json.loads(artifacts(prefect_api, only.run_id)["sync-changes"]["data"])  # tables are stored as JSON text
-    assert [(row["booking_id"], row["target"], row["kind"]) for row in changes] == [(cancelled.id, "crm", "cancel")]
+    assert [(row["booking_id"], row["written_to"], row["change"]) for row in changes] == [(cancelled.id, "CRM", "cancel")]
     assert "| applied | 1 |" in artifacts(prefect_api, only.run_id)["sync-summary"]["data"]
 
     rest = await org.sync()
