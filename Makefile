@@ -50,12 +50,18 @@ up: $(STAMP)
 	$(BIN)/python -m deployments.stack up
 
 # Stop exactly what `make up` / `make demo` started (process groups named by the PID
-# files in .prefect/), nothing else, and remove the PID files.
+# files in .prefect/: SIGTERM, SIGKILL after 15 s), nothing else, and remove the PID
+# files. Without .venv the same in shell: a PID whose start time differs from the
+# file's was recycled and is left alone, and a bare-PID server.pid is Prefect's own
+# (`prefect server start --background`; `prefect server stop` stops it).
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deployments.stack down; \
-	else stopped=; for name in serve receiver sandbox server; do f=.prefect/$$name.pid; [ -f $$f ] || continue; \
-	  kill -TERM -- -$$(cut -d' ' -f1 $$f) 2>/dev/null || true; rm -f $$f; stopped="$$stopped $$name"; done; \
-	  echo "stopped:$${stopped:- nothing}"; fi
+	else stopped=; for name in serve receiver sandbox server; do f="$(PREFECT_HOME)/$$name.pid"; [ -f "$$f" ] || continue; \
+	  read -r pid start < "$$f"; [ -n "$$start" ] || [ $$name != server ] || continue; \
+	  if [ -n "$$start" ] && [ "$$(cut -d' ' -f22 /proc/$$pid/stat 2>/dev/null)" = "$$start" ]; then kill -TERM -- -$$pid 2>/dev/null; \
+	    for i in $$(seq 150); do ps -e -o pgid=,stat= | awk -v g=$$pid '$$1==g && $$2!~/^Z/{f=1} END{exit !f}' || break; sleep 0.1; done; \
+	    kill -KILL -- -$$pid 2>/dev/null; fi; \
+	  rm -f "$$f"; stopped="$$stopped $$name"; done; echo "stopped:$${stopped:- nothing}"; fi
 
 sandbox: $(STAMP)
 	$(BIN)/appt-sync sandbox --host 127.0.0.1 --port $(SANDBOX_PORT)
@@ -65,5 +71,5 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox_bulk.py
 	$(BIN)/python benchmarks/bulk_ingest.py
 
-clean:
+clean: down
 	rm -rf $(VENV) .prefect .pytest_cache *.egg-info

@@ -12,19 +12,138 @@ Sub-commands:
 * ``appt-sync sync``: run the appointment sync once and print its summary.
 * ``appt-sync webhooks status|subscribe``: the CRM notification channel (see
   :mod:`flows.notifications`).
+
+Every command but ``sandbox`` talks to a Prefect server: ``PREFECT_API_URL`` when it
+is set, else the one ``make up`` / ``make demo`` recorded in
+``PREFECT_HOME/stack.json`` (``PREFECT_HOME`` defaulting to the checkout's
+``.prefect/``), found by :func:`find_stack` before Prefect is imported. Prefect's
+console shows warnings only; run and task logs are in the UI.
+
+Errors (:mod:`deployments.cli_errors`): :func:`main` is the entry point; every
+mistake is one line on stderr, exit 2 for a usage error and 1 for a failure
+(``appt-sync sync``: also when a record failed). Run through :func:`main`,
+Prefect's console is quieter still (``CRITICAL``, set before :func:`find_stack`),
+so a failing flow's error logs do not add lines; ``--debug`` shows the logs and
+the traceback.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Sequence
+
 import typer
 
+from .cli_errors import fail, friendly, remember_secret, set_debug
+
 app = typer.Typer(help="Zoho Bookings <-> Zoho CRM appointment sync on Prefect 3.", no_args_is_help=True)
+
+
+# ------------------------------------------------------------- finding the stack
+#: Commands that need no Prefect at all.
+NO_PREFECT = frozenset({"sandbox"})
+#: Commands that start (or reuse) their own Prefect server instead of looking one up.
+OWN_SERVER = frozenset({"demo"})
+#: Prefect's console handler shows warnings and errors only; run and task logs go to
+#: the server (the UI) through Prefect's API log handler as before. An override of
+#: ``logging.yml`` by environment (``PREFECT_LOGGING_[PATH]_[KEY]``); a value in
+#: the caller's environment wins, and ``--debug`` leaves the console as it is.
+QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
+
+
+class StackNotFound(RuntimeError):
+    """No Prefect server to talk to; the message says which one was looked for and what to do."""
+
+
+def find_stack(command: str | None, argv: Sequence[str] = ()) -> None:
+    """Point Prefect at this checkout's stack; call it before Prefect is imported.
+
+    ``command`` is the sub-command about to run (``sandbox``: nothing to do).
+    Without ``PREFECT_API_URL`` in the environment (or in the settings of a Prefect
+    already imported, as under ``prefect_test_harness``), ``PREFECT_HOME`` defaults
+    to the checkout's ``.prefect/`` and ``PREFECT_API_URL`` is taken from
+    ``PREFECT_HOME/stack.json``, which ``make up`` / ``make demo`` write; both are
+    set in ``os.environ``. ``demo`` only gets the ``PREFECT_HOME`` default (it
+    starts or reuses its own server). Prefect's console then shows warnings only
+    (:data:`QUIET_CONSOLE`, not with ``--debug`` in ``argv``).
+
+    Raises :class:`StackNotFound` when no server is recorded or the recorded one
+    does not answer ``/health``: never a temporary server in ``~/.prefect``.
+    """
+    if command in NO_PREFECT or command is None:
+        return
+    if "prefect" in sys.modules:  # already configured in this process (tests): leave it alone
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            return
+    from . import stack
+
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_HOME", str(stack.ROOT / ".prefect"))
+        if command not in OWN_SERVER:
+            home = stack.prefect_home()
+            recorded = (stack.read_stack(home) or {}).get("api")
+            what_to_do = "with `make up` or `make demo` in the checkout, or set PREFECT_API_URL"
+            if not recorded:
+                raise StackNotFound(f"no Prefect server recorded in {home / stack.STACK_FILE}: start one {what_to_do}")
+            if not stack._healthy(f"{recorded}/health"):
+                raise StackNotFound(f"the Prefect server recorded in {home / stack.STACK_FILE} ({recorded}) does not answer: start it {what_to_do}")
+            os.environ["PREFECT_API_URL"] = recorded
+    if "--debug" not in argv and "prefect" not in sys.modules:
+        for name, value in QUIET_CONSOLE.items():
+            os.environ.setdefault(name, value)
+
+
+def flush_prefect() -> None:
+    """Wait (30 s at most) until Prefect's events worker has sent the events still queued.
+
+    Called when a command ends: events emitted near the end of a run (task-run
+    states, the sync's own) are then sent before the interpreter exits, instead of
+    at exit under an ``EventsWorker - Still processing items`` warning. This is
+    Prefect's own flush (``EventsWorker.wait_until_empty``, as its process-pool
+    task runner does), on the workers that exist only. Run logs need nothing: the
+    API log handler flushes at exit by itself and its worker never warns.
+    """
+    worker_module = sys.modules.get("prefect.events.worker")
+    if worker_module is None:
+        return
+    import threading
+
+    events_worker = worker_module.EventsWorker
+    with events_worker._instance_cache_lock:
+        workers = [w for w in events_worker._instances.values() if isinstance(w, events_worker) and w._started and not w._stopped]
+    for worker in workers:
+        waiter = threading.Thread(target=worker.wait_until_empty, daemon=True)
+        waiter.start()
+        waiter.join(30)
+
+
+@app.callback()
+def _before(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="show Prefect's console logs and a failure's traceback (may stand anywhere)"),
+) -> None:
+    """Runs before every command: :func:`find_stack`, then :func:`flush_prefect` when it ends."""
+    set_debug(debug)  # see deployments.cli_errors: one-line errors unless --debug
+    argv = sys.argv[1:]
+    group = isinstance(ctx.command.get_command(ctx, ctx.invoked_subcommand or ""), typer.core.TyperGroup)
+    if "--help" in argv or (group and argv[-1:] == [ctx.invoked_subcommand]):
+        return  # help only (``appt-sync webhooks`` alone shows its help)
+    try:
+        find_stack(ctx.invoked_subcommand, argv)
+    except StackNotFound as exc:
+        typer.secho(f"appt-sync {ctx.invoked_subcommand}: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    ctx.call_on_close(flush_prefect)
 
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
     help="Serve the Zoho-compatible sandbox (options: appt-sync sandbox --help).",
 )
+@friendly
 def sandbox(ctx: typer.Context) -> None:
     """Serve the sandbox; every option is passed to ``sandbox.cli``."""
     from sandbox.cli import main
@@ -33,9 +152,10 @@ def sandbox(ctx: typer.Context) -> None:
 
 
 @app.command()
+@friendly
 def demo(
     appointments: int = typer.Option(2000, help="appointments the demo sandbox seeds"),
-    port: int = typer.Option(0, help="unused; the sandbox takes a free port"),
+    port: int = typer.Option(0, help="the sandbox's port (default: SANDBOX_PORT or 8900); it keeps running afterwards"),
 ) -> None:
     """Full sync, edits on both sides, incremental sync, agreement check, against a local sandbox."""
     from .demo import run
@@ -44,6 +164,7 @@ def demo(
 
 
 @app.command()
+@friendly
 def auth(
     block: str = typer.Option("zoho-sandbox", help="name of the ZohoOAuth block document to save"),
     client_id: str = typer.Option("", help="OAuth client id (self client in the Zoho API console)"),
@@ -62,42 +183,56 @@ def auth(
     import asyncio
     import os
 
+    import httpx
     from pydantic import SecretStr
+
+    from zoho.datacentres import DataCentre, valid_data_centres
+    from zoho.errors import origin_of, transport_reason
 
     from .onboarding import onboard, sandbox_grant
 
     if sandbox:
-        client_id, secret, code, scopes = sandbox_grant(sandbox)
+        if not sandbox.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"{sandbox!r} is not a URL; give the sandbox's base URL, e.g. http://127.0.0.1:8900", param_hint="--sandbox")
+        try:
+            client_id, secret, code, scopes = sandbox_grant(sandbox)
+        except httpx.RequestError as exc:
+            fail(f"cannot reach the sandbox at {origin_of(sandbox)}: {transport_reason(exc)}; start it (make up, or appt-sync sandbox --port N) or fix --sandbox")
+        except httpx.HTTPStatusError as exc:
+            fail(f"{origin_of(sandbox)} answered HTTP {exc.response.status_code} to {exc.request.url.path}: is --sandbox the sandbox's base URL?")
+        remember_secret(secret, code)
         data_centre, base_url = "CUSTOM", sandbox
     else:
         if not client_id:
-            raise typer.BadParameter("give --client-id (or --sandbox URL)")
+            raise typer.BadParameter("give --client-id (or --sandbox URL)", param_hint="--client-id")
+        try:
+            dc = DataCentre(data_centre)
+        except ValueError:
+            raise typer.BadParameter(f"unknown data centre {data_centre!r}; use one of {valid_data_centres()}", param_hint="--data-centre") from None
+        if dc is DataCentre.CUSTOM and not base_url:
+            raise typer.BadParameter("data centre CUSTOM needs --base-url (e.g. the sandbox's http://127.0.0.1:8900)", param_hint="--base-url")
         secret = os.environ.get("ZOHO_CLIENT_SECRET") or typer.prompt("Client secret", hide_input=True)
         code = os.environ.get("ZOHO_GRANT_CODE") or typer.prompt("Grant code", hide_input=True)
+        remember_secret(secret, code)
         scopes = []
-    from zoho.errors import ZohoError
-
-    try:
-        saved = asyncio.run(
-            onboard(
-                block,
-                client_id=client_id,
-                client_secret=SecretStr(secret),
-                code=SecretStr(code),
-                data_centre=data_centre,
-                base_url=base_url or None,
-                redirect_uri=redirect_uri or None,
-                zoho_user=zoho_user or None,
+    saved = asyncio.run(
+        onboard(
+            block,
+            client_id=client_id,
+            client_secret=SecretStr(secret),
+            code=SecretStr(code),
+            data_centre=data_centre,
+            base_url=base_url or None,
+            redirect_uri=redirect_uri or None,
+            zoho_user=zoho_user or None,
             scopes=scopes,
-            )
         )
-    except (ZohoError, ValueError) as exc:
-        typer.secho(f"appt-sync auth: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
+    )
     typer.echo(f"Saved ZohoOAuth block '{block}' (data centre {saved.data_centre.value}, api_domain {saved.api_domain}); token expires at {saved.expires_at.isoformat()}")
 
 
 @app.command()
+@friendly
 def token(
     block: str = typer.Option("zoho-sandbox", help="ZohoOAuth block document"),
     min_remaining_minutes: int = typer.Option(20, help="refresh when fewer minutes than this remain"),
@@ -107,42 +242,53 @@ def token(
 
     from flows.refresh_token import refresh_token
 
-    from zoho.errors import ZohoError
-
-    try:
-        report = asyncio.run(refresh_token(block_name=block, min_remaining_minutes=min_remaining_minutes))
-    except ZohoError as exc:
-        typer.secho(f"appt-sync token: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
+    report = asyncio.run(refresh_token(block_name=block, min_remaining_minutes=min_remaining_minutes))
     typer.echo(f"{block}: expires at {report['expires_at']} ({report['minutes_left']} minutes left; refreshed: {report['refreshed']})")
 
 
 @app.command()
+@friendly
 def sync(
     mode: str = typer.Option("incremental", help="full or incremental"),
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and report; write nothing to Zoho"),
     config: str = typer.Option("sync-sandbox", help="AppointmentSyncConfig block name"),
     booking_id: list[str] = typer.Option([], help="sync only this booking (repeatable)"),
 ) -> None:
-    """Run sync-appointments once (needs PREFECT_API_URL or starts a temporary server)."""
+    """Run sync-appointments once on the stack's Prefect server (see find_stack) and print its summary."""
     import asyncio
 
-    from flows.sync_appointments import sync_appointments
-    from zoho.errors import ZohoError
-
     if mode not in ("full", "incremental"):
-        raise typer.BadParameter("--mode is full or incremental")
-    try:
-        summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, booking_ids=booking_id or None))  # type: ignore[arg-type]
-    except (ZohoError, ValueError) as exc:
-        typer.secho(f"appt-sync sync: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
+        raise typer.BadParameter(f"{mode!r} is not a mode; use full or incremental", param_hint="--mode")
+    from flows.sync_appointments import sync_appointments
+
+    summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, booking_ids=booking_id or None))  # type: ignore[arg-type]
     typer.echo(summary.markdown())
-    for row in summary.failures[:20]:
-        typer.echo(f"failed {row['booking_id']} {row['target']} {row['kind']}: {row['code']} {row['message']}")
-    for row in summary.conflict_list[:20]:
-        typer.echo(f"conflict {row['booking_id']}: {row['reason']}")
-    raise typer.Exit(1 if summary.failed else 0)
+    from prefect.settings import PREFECT_UI_URL
+
+    if PREFECT_UI_URL.value():
+        typer.echo(f"Prefect UI: {PREFECT_UI_URL.value()}/runs/flow-run/{summary.run_id}")
+    for row in summary.failures[:SHOWN_ROWS]:
+        typer.echo(_failure_line(row))
+    if len(summary.failures) > SHOWN_ROWS:
+        typer.echo(f"... and {len(summary.failures) - SHOWN_ROWS} more failures (the run's sync-failures artifact lists them)")
+    for row in summary.conflict_list[:SHOWN_ROWS]:
+        typer.echo(f"conflict {row.get('booking_id', '?')} (CRM {row.get('crm_id') or '-'}): {row.get('why') or row.get('reason') or row.get('kind')}")
+    if summary.failed:
+        fail(f"{summary.failed} record{'s' if summary.failed != 1 else ''} failed (listed above; retried by the next run)")
+    if getattr(summary, "error", None):
+        fail(f"the run stopped part-way: {summary.error}")
+
+
+#: Failure and conflict lines ``appt-sync sync`` prints (the artifacts have them all).
+SHOWN_ROWS = 20
+
+
+def _failure_line(row: dict) -> str:
+    """``failed booking #AN-00014 / CRM 5545974000002254155 (reschedule, CRM): NOT_ALLOWED ...``."""
+    what = row.get("change") or row.get("kind") or "-"
+    side = row.get("written_to") or row.get("target")
+    where = f"{what}, {side}" if side and side != "-" else what
+    return f"failed booking {row.get('booking_id') or '?'} / CRM {row.get('crm_id') or '?'} ({where}): {row.get('code') or '-'} {row.get('message') or ''}".rstrip()
 
 
 webhooks = typer.Typer(help="The Zoho CRM notification channel (see the renew-notification-channel flow).", no_args_is_help=True)
@@ -159,18 +305,14 @@ def _token_hint(channel_block: str) -> str:
 
 
 @webhooks.command("status")
+@friendly
 def webhooks_status(channel_block: str = typer.Option("crm-channel", help="NotificationChannel block document")) -> None:
     """List Zoho's active notification channels; exit 1 if the block's channel is missing or due for renewal."""
     import asyncio
 
     from flows.notifications import channel_status
-    from zoho.errors import ZohoError
 
-    try:
-        status = asyncio.run(channel_status(channel_block))
-    except (ZohoError, ValueError) as exc:
-        typer.secho(f"appt-sync webhooks status: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
+    status = asyncio.run(channel_status(channel_block))
     if not status["channels"]:
         typer.echo("Zoho has no active notification channels.")
     for c in status["channels"]:
@@ -192,6 +334,7 @@ def webhooks_status(channel_block: str = typer.Option("crm-channel", help="Notif
 
 
 @webhooks.command("subscribe")
+@friendly
 def webhooks_subscribe(
     notify_url: str = typer.Option(..., help="the receiver's public URL of /zoho/crm/notifications"),
     oauth_block: str = typer.Option(..., help="ZohoOAuth block document the watch calls use"),
@@ -204,16 +347,11 @@ def webhooks_subscribe(
 
     from blocks.notification_channel import configure_channel
     from flows.notifications import renew_notification_channel
-    from zoho.errors import ZohoError
 
-    try:
-        block, replaced = asyncio.run(
-            configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, channel_id=channel_id or None, events=event or None)
-        )
-        report = asyncio.run(renew_notification_channel(channel_block=channel_block))
-    except (ZohoError, ValueError) as exc:
-        typer.secho(f"appt-sync webhooks subscribe: {exc}", err=True, fg="red")
-        raise typer.Exit(1) from None
+    block, replaced = asyncio.run(
+        configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, channel_id=channel_id or None, events=event or None)
+    )
+    report = asyncio.run(renew_notification_channel(channel_block=channel_block))
     verb = "Subscribed" if report["renewed"] else "Already subscribed:"
     typer.echo(
         f"{verb} channel {report['channel_id']} ({', '.join(report['events'])}) -> {report['notify_url']}; "
@@ -224,5 +362,16 @@ def webhooks_subscribe(
     typer.echo(_token_hint(channel_block))
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The ``appt-sync`` entry point: :func:`deployments.cli_errors.run` on :data:`app`, then exit with its code.
+
+    Exit codes: 0 done, 1 a failure (or a record that failed to sync), 2 a usage
+    error; each error is one line on stderr (``--debug`` shows the traceback).
+    """
+    from .cli_errors import run
+
+    sys.exit(run(app, argv))
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -1,17 +1,28 @@
-"""``make demo`` / ``appt-sync demo``: the whole sync, end to end, against a local sandbox.
+"""``make demo`` / ``appt-sync demo``: the whole sync, end to end, against the local sandbox.
 
-1. Reuse (or start, detached, PID in ``.prefect/server.pid``) a Prefect server on
-   127.0.0.1 with the project-local ``PREFECT_HOME``.
-2. Start the sandbox with seeded data on a free port.
-3. Onboard: exchange a grant code for tokens, save the ``ZohoOAuth`` block and an
-   ``AppointmentSyncConfig`` block (state store ``.data/demo-state.db``, fresh each run).
-4. Run a full sync and print its summary.
+1. Reuse (or start, detached, PID in ``PREFECT_HOME/server.pid``) a Prefect server on
+   127.0.0.1:``PREFECT_PORT`` (4200) with the project-local ``PREFECT_HOME``.
+2. Reuse (or start, detached) the stack's ``sandbox`` service on 127.0.0.1:``SANDBOX_PORT``
+   (8900; PID in ``PREFECT_HOME/sandbox.pid``, data in ``.data/sandbox.db``) and re-seed
+   it fresh (``POST /__sandbox/reset``). Both keep running after the demo, so the
+   blocks stay valid and ``appt-sync sync`` works afterwards; ``make down`` stops them.
+3. Onboard with the least-privilege scopes: exchange a grant code for tokens, save the
+   ``ZohoOAuth`` block ``zoho-sandbox`` and the ``AppointmentSyncConfig`` ``sync-sandbox``
+   (the names ``appt-sync`` and ``make up`` use; state store ``.data/stack-state.db``,
+   emptied: a fresh sandbox needs a fresh base).
+4. Run a full sync and print its summary (and why it cancels the seed's no-shows in CRM).
 5. Edit both sides as users would (admin API): reschedules across time zones and
    across a daylight-saving change, cancellations, completions, a no-show, and
    conflicting edits.
 6. Run an incremental sync, print its summary and the Prefect UI address of the
    runs, and check through the admin API that every linked appointment agrees on
    both sides. Exit code 0 only if they all agree.
+7. Say what is still running and how to go on: a ready-to-paste edit of each side,
+   ``appt-sync sync`` to carry it over (or ``make up`` for webhooks), ``make down``.
+
+With ``make up``'s stack running, the demo switches the sandbox's Bookings webhook
+off while it works (its syncs would race the demo's) and, at the end, wires the
+re-seeded sandbox to the receiver again (:func:`deployments.stack.wire`).
 """
 
 from __future__ import annotations
@@ -27,10 +38,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from .stack import ROOT, ensure_prefect_server, sandbox
+from . import stack
+from .stack import CONFIG_BLOCK, OAUTH_BLOCK, ROOT
 
-DEMO_BLOCK = "zoho-demo"
-DEMO_CONFIG = "sync-demo"
+#: The blocks the demo saves: the same as ``make up`` and ``appt-sync``'s defaults.
+DEMO_BLOCK = OAUTH_BLOCK
+DEMO_CONFIG = CONFIG_BLOCK
 
 
 def _say(step: str) -> None:
@@ -173,24 +186,50 @@ def _print_summary(summary: Any, ui: str) -> None:
     print(f"   Prefect UI: {ui}/runs/flow-run/{summary.run_id}")
 
 
+def seeded_no_shows(dump: dict[str, Any]) -> int:
+    """Linked appointments a Bookings ``NO_SHOW`` and a CRM ``Scheduled``/``Overdue`` (the seed makes past no-shows so)."""
+    return sum(1 for p in linked_pairs(dump).values() if p.booking["status"] == "NO_SHOW" and p.crm["Status"] in ("Scheduled", "Overdue"))
+
+
+def fresh_base(url: str) -> None:
+    """Empty the state store at ``url`` in place (base, bookmarks, retry queue): a re-seeded sandbox needs a fresh base.
+
+    The tables are dropped and created again rather than the file removed, so a
+    running receiver (``make up``) keeps a valid connection to it.
+    """
+    from sqlmodel import SQLModel
+
+    from sync.store import make_engine
+
+    engine = make_engine(url)
+    try:
+        SQLModel.metadata.drop_all(engine)
+        SQLModel.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
 async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
     from pydantic import SecretStr
 
-    from blocks import AppointmentSyncConfig
     from flows.sync_appointments import sync_appointments
 
-    from .onboarding import onboard, sandbox_grant
+    from .onboarding import SCOPES, onboard, sandbox_grant
 
-    store = data_dir / "demo-state.db"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    store.unlink(missing_ok=True)
+    fresh_base(stack.state_store_url(data_dir))
     client_id, secret, code, scopes = sandbox_grant(sandbox_url)
     await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
-    await AppointmentSyncConfig(oauth_block=DEMO_BLOCK, bookings_time_zone="Asia/Kolkata", state_store_url=f"sqlite:///{store}").asave(DEMO_CONFIG, overwrite=True)
-    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig)")
+    await stack.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir)
+    print(f"   onboarded with the least-privilege scopes ({', '.join(SCOPES)})")
+    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig, state store {stack.state_store_url(data_dir)}, emptied)")
 
     _say("3. Full sync (Bulk Read of CRM, Bookings window, three-way diff, apply)")
+    with httpx.Client(base_url=sandbox_url, timeout=60) as http:
+        no_shows = seeded_no_shows(http.get("/__sandbox/dump").json())
     _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="full"), ui)
+    if no_shows:
+        print(f"   The CRM cancellations are the seed's {no_shows} past no-shows: Bookings has them as NO_SHOW, CRM (which has no no-show)\n"
+              "   as Scheduled. A link seen for the first time follows initial_source (Bookings), so CRM gets Cancelled, note \"No-show (Zoho Bookings)\".")
 
     _say("4. Users edit both sides")
     with httpx.Client(base_url=sandbox_url, timeout=30) as http:
@@ -217,25 +256,117 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
     return 0
 
 
-def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = None, sandbox_args: tuple[str, ...] = ()) -> int:
-    """Run the demo; returns the exit code (0: both sides agree at the end).
+def example_edits(dump: dict[str, Any], sandbox_url: str, now: datetime | None = None) -> list[str]:
+    """Two ready-to-paste ``curl`` edits through the admin API, as users would make them.
 
-    ``data_dir`` holds the state store (default ``.data/``); ``sandbox_args`` are
-    extra options for the sandbox (e.g. ``("--db", path)``). Both are for tests,
-    which also set ``PREFECT_HOME`` and ``PREFECT_PORT`` to keep off the developer's stack.
+    A Bookings reschedule (one day later, ``start_time`` as ``dd-MMM-yyyy HH:mm:ss`` in
+    the booking's own time zone, the ``#`` of the id as ``%23``) and a CRM cancellation,
+    of two upcoming linked appointments inside the incremental window (so a plain
+    ``appt-sync sync`` carries them over). Lines to print; empty without such appointments.
     """
-    prefect_port = int(os.environ.get("PREFECT_PORT", "4200"))
-    _say(f"1. Prefect server on 127.0.0.1:{prefect_port} (PREFECT_HOME={os.environ.get('PREFECT_HOME', ROOT / '.prefect')})")
-    api = ensure_prefect_server(prefect_port)
-    ui = api.removesuffix("/api")
-    print(f"   {ui} is up")
+    now = now or datetime.now(timezone.utc)
+    upcoming = [p for p in linked_pairs(dump).values()
+                if p.crm["Status"] == "Scheduled" and p.booking["status"] == "UPCOMING" and now + timedelta(days=1) < p.start < now + timedelta(days=20)]
+    if len(upcoming) < 2:
+        return []
+    upcoming.sort(key=lambda p: p.start)
+    booking, appointment = upcoming[0], upcoming[-1]
+    local = datetime.strptime(booking.booking["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(days=1)
+    wall = f"{local.day:02d}-{local:%b-%Y %H:%M:%S}"
+    json_header = "-H 'Content-Type: application/json'"
+    return [
+        f"Reschedule booking {booking.id} ({booking.booking['start_time']} {booking.tz}) to a day later, in its own time zone:",
+        f"  curl -X PATCH '{sandbox_url}/__sandbox/bookings/{booking.id.replace('#', '%23')}' {json_header} -d '{{\"start_time\": \"{wall}\"}}'",
+        f"Cancel appointment {appointment.crm['id']} ({appointment.id}) in CRM:",
+        f"  curl -X PATCH '{sandbox_url}/__sandbox/crm/Appointments__s/{appointment.crm['id']}' {json_header} -d '{{\"Status\": \"Cancelled\", \"Cancellation_Reason\": \"By Team\"}}'",
+    ]
+
+
+def _command(home: Path, *argv: str) -> str:
+    """``argv`` as a shell command for this checkout (``PREFECT_HOME=...`` first when it is not ``.prefect/``)."""
+    exe = Path(sys.executable).parent / argv[0]
+    try:
+        shown = str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(exe)
+    prefix = "" if home.resolve() == (ROOT / ".prefect").resolve() else f"PREFECT_HOME={home} "
+    return prefix + " ".join([shown, *argv[1:]])
+
+
+def _ending(home: Path, ui: str, sandbox_url: str, live: str | None) -> None:
+    """What keeps running, how to make an edit and carry it over, how to stop."""
+    _say("7. Still running")
+    print(f"   Prefect server  {ui}  (the runs above)")
+    print(f"   Zoho sandbox    {sandbox_url}  (admin API under /__sandbox/)")
+    try:
+        with httpx.Client(base_url=sandbox_url, timeout=60) as http:
+            lines = example_edits(http.get("/__sandbox/dump").json(), sandbox_url)
+    except httpx.HTTPError:
+        lines = []
+    if lines:
+        print("   Edit either side as a user would, e.g.")
+        for line in lines:
+            print(f"     {line}")
+    sync = _command(home, "appt-sync", "sync")
+    if live:
+        print(f"   make up's receiver ({live}) is wired to the re-seeded sandbox again: edits reach the other side by themselves")
+        print(f"   (sync-on-webhook runs in the UI); `{sync}` syncs by hand.")
+    else:
+        print(f"   Carry the edits over with `{sync}`, or run `make up` to have webhooks carry each edit by themselves.")
+    stop = "make down" if home.resolve() == (ROOT / ".prefect").resolve() else _command(home, "python", "-m", "deployments.stack", "down")
+    print(f"   Stop the server and the sandbox (and anything else make up started) with `{stop}`.")
+
+
+def _live_receiver(home: Path) -> str | None:
+    """The URL of ``make up``'s webhook receiver when it runs (PID file and health), else None."""
+    url = (stack.read_stack(home) or {}).get("receiver")
+    if url and stack._running(home / "receiver.pid") and stack._healthy(f"{url}/healthz"):
+        return url
+    return None
+
+
+def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = None) -> int:
+    """Run the demo; returns the exit code (0: both sides agree at the end; 1 otherwise or when a service does not come up).
+
+    ``port``: the sandbox's (default ``SANDBOX_PORT`` or 8900); the Prefect server's is
+    ``PREFECT_PORT`` (4200). ``data_dir`` holds the sandbox's database and the state
+    store (default ``.data/``). Tests set all three and ``PREFECT_HOME`` to keep off
+    the developer's stack.
+    """
+    home = stack.prefect_home()
+    data = Path(data_dir) if data_dir else ROOT / ".data"
+    data.mkdir(parents=True, exist_ok=True)
+    prefect_port = int(os.environ.get("PREFECT_PORT") or stack.DEFAULT_PORTS["prefect"])
+    sandbox_port = port or int(os.environ.get("SANDBOX_PORT") or stack.DEFAULT_PORTS["sandbox"])
+    try:
+        _say(f"1. Prefect server on 127.0.0.1:{prefect_port} (PREFECT_HOME={home})")
+        api = stack.ensure_prefect_server(prefect_port, home)
+        ui = api.removesuffix("/api")
+        print(f"   {ui} is up")
+
+        _say(f"2. Zoho sandbox on 127.0.0.1:{sandbox_port}, re-seeded with {appointments} appointments")
+        sandbox_url, proc = stack.start_sandbox(home, data, sandbox_port, appointments)
+        if proc is not None:
+            stack.wait_healthy(f"{sandbox_url}/__sandbox/health", 60, proc)
+        stack.record_stack(home, sandbox=sandbox_url)
+        live = _live_receiver(home)
+        # The demo's edits must not start webhook runs (they would race its syncs); a live receiver is wired again at the end.
+        httpx.put(f"{sandbox_url}/__sandbox/config", json={"bookings_webhook_url": "", "bookings_webhook_headers": {}}, timeout=10).raise_for_status()
+        httpx.post(f"{sandbox_url}/__sandbox/reset", json={"appointments": appointments}, timeout=120).raise_for_status()
+        print(f"   {sandbox_url} ({'started' if proc is not None else 'already running'}; keeps running after the demo)")
+    except (RuntimeError, httpx.HTTPError) as exc:
+        print(f"make demo: {exc} (logs in {home}; `make down` stops what did start)", file=sys.stderr)
+        return 1
+
     os.environ["PREFECT_API_URL"] = api
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    _say(f"2. Zoho sandbox with {appointments} seeded appointments")
-    with sandbox(appointments, "--bulk-delay", "1.5", *sandbox_args) as url, temporary_settings({PREFECT_API_URL: api}):
-        print(f"   {url}")
-        return asyncio.run(_run(url, ui, Path(data_dir) if data_dir else ROOT / ".data"))
+    with temporary_settings({PREFECT_API_URL: api}):
+        code = asyncio.run(_run(sandbox_url, ui, data))
+        if live:
+            stack.wire(sandbox_url, live, DEMO_BLOCK, stack.receiver_secrets(home))
+    _ending(home, ui, sandbox_url, live)
+    return code
 
 
 if __name__ == "__main__":

@@ -54,9 +54,28 @@ async def onboard(
     return block
 
 
-def sandbox_grant(url: str) -> tuple[str, str, str, list[str]]:
-    """``(client_id, client_secret, grant_code, scopes)`` from a running sandbox's admin API."""
+#: The least-privilege scopes of the pipeline (README "Connecting to Zoho"): its two
+#: CRM modules, Bulk Read, the field metadata, the notification channel, Bookings.
+SCOPES = (
+    "ZohoCRM.modules.appointments.ALL",
+    "ZohoCRM.modules.events.ALL",
+    "ZohoCRM.bulk.read",
+    "ZohoCRM.settings.fields.READ",
+    "ZohoCRM.notifications.ALL",
+    "zohobookings.data.CREATE",
+)
+
+
+def sandbox_grant(url: str, scopes: tuple[str, ...] | list[str] = SCOPES) -> tuple[str, str, str, list[str]]:
+    """``(client_id, client_secret, grant_code, scopes)`` from a running sandbox's admin API.
+
+    The grant code is for the sandbox's own self client and exactly ``scopes``
+    (default :data:`SCOPES`), as one generated in the Zoho API console would be;
+    the tokens exchanged for it carry those scopes only. Raises
+    ``httpx.HTTPError`` when the sandbox does not answer or refuses.
+    """
     url = url.rstrip("/")
     creds = httpx.get(f"{url}/__sandbox/credentials", timeout=10).raise_for_status().json()
-    code = httpx.post(f"{url}/__sandbox/grant-code", json={"client_id": creds["client_id"]}, timeout=10).raise_for_status().json()
-    return creds["client_id"], creds["client_secret"], code["code"], creds["scope"].split(",")
+    body = {"client_id": creds["client_id"], "scope": list(scopes)}
+    code = httpx.post(f"{url}/__sandbox/grant-code", json=body, timeout=10).raise_for_status().json()
+    return creds["client_id"], creds["client_secret"], code["code"], list(scopes)

@@ -1,4 +1,4 @@
-"""Local services: the demo's Prefect server and sandbox, and the whole ``make up`` stack.
+"""Local services: the ``make up`` stack, whose Prefect server and sandbox ``make demo`` shares.
 
 Everything binds to 127.0.0.1 and runs with a project-local ``PREFECT_HOME``
 (``.prefect/``). Each detached service runs in its own process group, with its PID
@@ -14,9 +14,20 @@ name            what                                                       port
 ``serve``       ``python -m deployments.serve`` (deployments, triggers)    none
 ==============  =========================================================  ===========
 
+The Prefect server (``PREFECT_PORT``) is reused only when this checkout started it
+(``server.pid`` in this ``PREFECT_HOME`` names it); anything else on the port (a
+Prefect server of another checkout, something that is not a Prefect server) stops
+``make up`` / ``make demo`` with one line naming it and how to pick another port.
+Its UI calls the API on the same port (``PREFECT_UI_API_URL`` is set for it).
+
+The demo (:mod:`deployments.demo`) starts (or reuses) the ``server`` and ``sandbox``
+services, re-seeds the sandbox and saves the same blocks as ``up()``; both leave them
+running. The addresses go to ``PREFECT_HOME/stack.json`` (:func:`record_stack`),
+where ``appt-sync`` in a new shell finds the server.
+
 ``up()`` starts what is not running yet (PID file and health decide), onboards the
 sandbox into the ``ZohoOAuth`` block ``zoho-sandbox`` and the ``AppointmentSyncConfig``
-``sync-sandbox``, runs one full sync to set the base, then points the sandbox's
+``sync-sandbox`` (state store ``.data/stack-state.db``), runs one full sync to set the base, then points the sandbox's
 Bookings webhook and a CRM notification channel (kept in the ``NotificationChannel``
 block ``crm-channel``, which ``renew-notification-channel`` renews) at the
 receiver. From then on an
@@ -216,6 +227,8 @@ def _base_env(home: Path, api: str | None = None) -> dict[str, str]:
     """The environment of every started process: quiet, offline, inside ``home``."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
+    # The CLI quiets its own console (deployments.cli_errors); the services' logs keep INFO.
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
     if api:
         env["PREFECT_API_URL"] = api
     return env
@@ -251,22 +264,149 @@ def read_stack(home: Path | None = None) -> dict[str, str] | None:
     return data if isinstance(data, dict) else None
 
 
+# ------------------------------------------------------------------ the Prefect server
+#: What Prefect's own ``prefect server start --background`` runs (its ``server.pid``
+#: holds the bare PID of this process, in the same file name as ours).
+_PREFECT_BACKGROUND_APP = "prefect.server.api.server:create_app"
+
+
+def _cmdline(pid: int) -> list[str]:
+    """``pid``'s argv (empty when unknown)."""
+    try:
+        return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+    except OSError:
+        return []
+
+
+def _argv_port(pid: int) -> int | None:
+    """The ``--port`` ``pid`` was started with (our server's argv), None if unknown."""
+    argv = _cmdline(pid)
+    try:
+        return int(argv[argv.index("--port") + 1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _port_taken(port: int) -> bool:
+    """Whether something holds 127.0.0.1:``port`` (bound or listening), as the server's own bind would see it."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _listener(port: int) -> int | None:
+    """The PID of the process listening on TCP ``port`` (Linux, processes we may inspect), else None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def _prefect_background_pid(home: Path) -> int | None:
+    """The server Prefect's own ``prefect server start --background`` started in ``home``, while it runs.
+
+    Prefect writes the bare PID to ``home/server.pid``, the name our PID file has
+    (ours adds the start time): such a file is never taken for ours, nor removed.
+    """
+    try:
+        parts = (home / "server.pid").read_text().split()
+        pid = int(parts[0]) if len(parts) == 1 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = _proc_stat(pid) if pid else None
+    if fields is None or fields[0] == "Z" or _PREFECT_BACKGROUND_APP not in _cmdline(pid):
+        return None
+    return pid
+
+
+def _port_holder(port: int, home: Path) -> str:
+    """One line: what holds ``port`` (not this checkout's server) and how to choose another port."""
+    kind = f"a Prefect server not started from this checkout (PREFECT_HOME={home})" if _healthy(f"http://127.0.0.1:{port}/api/health") else "something that is not a Prefect server"
+    pid = _listener(port)
+    who = f" (PID {pid}: {' '.join(_cmdline(pid))[:100]})" if pid else ""
+    other = next((p for p in range(port + 1, port + 50) if not _port_taken(p)), port + 1)
+    return f"port {port} is held by {kind}{who}; stop it or choose another port, e.g. PREFECT_PORT={other} make up (or make demo)"
+
+
 def _start_server(port: int, home: Path) -> tuple[str, subprocess.Popen | None]:
-    """``(api, proc)``: a healthy server on ``port`` is reused (``proc`` None), else one is started."""
-    api = f"http://127.0.0.1:{port}/api"
-    if _healthy(f"{api}/health") or _answers_soon(home / "server.pid", f"{api}/health"):
-        return api, None
-    stop_pidfile(home / "server.pid")  # a stale or hung server of ours
+    """``(api, proc)``: this checkout's Prefect server on 127.0.0.1:``port``.
+
+    Reused (``proc`` None) only when ``home/server.pid`` names a live process group
+    this stack started (PID and start time agree) that serves ``port``; otherwise one
+    is started detached (``proc``; the caller waits for ``api/health``), logging to
+    ``home/server.log``. Its environment pins ``PREFECT_SERVER_API_HOST``/``_PORT``
+    and ``PREFECT_UI_API_URL``, so the UI calls this API (not :4200).
+
+    Raises ``RuntimeError`` (one line) when ``port`` is held by anything else (a
+    Prefect server of another checkout or ``PREFECT_HOME``, or something that is not
+    a Prefect server), when this checkout's server already runs on another port, or
+    when Prefect's own background server runs in ``home``.
+
+    Why not Prefect's ``prefect server start --background`` / ``prefect server
+    stop`` (tried with Prefect 3.8.8): its output goes to a pipe nobody reads once the
+    CLI has exited (no log file to point at: a failing scheduler goes unseen); it
+    stays in the caller's session and process group; its PID file holds a bare PID,
+    which ``prefect server stop`` signals without checking it is still the server and
+    without waiting for it to exit; and its UI reads :4200 for any ``--port``. So the
+    server runs here as ``prefect server start`` in the foreground of a process group
+    of its own, stopped as a group by :func:`stop_pidfile`. ``prefect server stop``
+    cannot read our ``server.pid`` (``make down`` stops it).
+    """
+    api, pidfile = f"http://127.0.0.1:{port}/api", home / "server.pid"
+    ours = _running(pidfile)
+    if ours is not None:
+        serving = _argv_port(ours)
+        if serving not in (None, port):
+            raise RuntimeError(f"this checkout's Prefect server already runs on port {serving} (PREFECT_HOME={home}): use PREFECT_PORT={serving}, or `make down` first")
+        if _healthy(f"{api}/health") or _answers_soon(pidfile, f"{api}/health"):
+            return api, None
+        stop_pidfile(pidfile)  # ours, but hung
+    background = _prefect_background_pid(home)
+    if background is not None:
+        raise RuntimeError(f"a Prefect server started by `prefect server start --background` (PID {background}) runs in PREFECT_HOME={home}: stop it with `prefect server stop` first")
+    stop_pidfile(pidfile)  # a stale file (dead or recycled PID)
+    if _port_taken(port):
+        raise RuntimeError(_port_holder(port, home))
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    return api, _spawn("server", argv, home, _base_env(home))
+    env = {**_base_env(home), "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_API_URL": api}
+    return api, _spawn("server", argv, home, env)
 
 
 def ensure_prefect_server(port: int = 4200, home: Path | None = None) -> str:
-    """The API URL of a Prefect server on 127.0.0.1:``port``: reused when up, else started detached."""
-    api, proc = _start_server(port, Path(home) if home else prefect_home())
+    """This checkout's Prefect server on 127.0.0.1:``port``; returns its API URL (``http://127.0.0.1:<port>/api``).
+
+    ``home`` is its ``PREFECT_HOME`` (default :func:`prefect_home`). The server is
+    reused when this stack started it (``home/server.pid``), else started detached and
+    waited for (90 s); either way ``home/stack.json`` gets ``api``. Raises
+    ``RuntimeError`` with one line when the port is held by anything else (see
+    :func:`_start_server`) or the server does not come up (see ``home/server.log``).
+    """
+    home = Path(home) if home else prefect_home()
+    api, proc = _start_server(port, home)
     if proc is not None:
         wait_healthy(f"{api}/health", 90, proc)
-    record_stack(Path(home) if home else prefect_home(), api=api)
+    record_stack(home, api=api)
     return api
 
 
@@ -302,6 +442,34 @@ def sandbox_process(*args: str, log_dir: Path | None = None) -> Iterator[str]:
 def sandbox(appointments: int = 2000, *args: str) -> Any:
     """A sandbox seeded with ``appointments`` (see :func:`sandbox_process`)."""
     return sandbox_process("--appointments", str(appointments), *args)
+
+
+def start_sandbox(home: Path, data: Path, port: int, appointments: int = 2000) -> tuple[str, subprocess.Popen | None]:
+    """``(url, proc)``: the stack's detached ``sandbox`` service on 127.0.0.1:``port``.
+
+    Its records, grants and channels are kept in ``data/sandbox.db``; PID file and
+    log in ``home``. A running one (its PID file names a live group that answers) is
+    reused and ``proc`` is None; otherwise one is started (``appointments`` seeded)
+    and the caller waits for ``url/__sandbox/health``. Raises ``RuntimeError`` when
+    something this stack did not start answers on ``port``. ``up()`` and the demo
+    share it, so the demo's blocks keep pointing at a sandbox that runs on.
+    """
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
+            "--db", str(data / "sandbox.db"), "--appointments", str(appointments), "--bulk-delay", "1"]
+    return url, _ensure("sandbox", argv, home, _base_env(home), f"{url}/__sandbox/health")
+
+
+def state_store_url(data: Path) -> str:
+    """The state store of the ``sync-sandbox`` config (``make up`` and ``make demo``): ``data/stack-state.db``."""
+    return f"sqlite:///{data / 'stack-state.db'}"
+
+
+async def save_sync_config(config_block: str, oauth_block: str, data: Path) -> None:
+    """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use)."""
+    from blocks import AppointmentSyncConfig
+
+    await AppointmentSyncConfig(oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=state_store_url(data)).asave(config_block, overwrite=True)
 
 
 # ---------------------------------------------------------------------------- secrets
@@ -400,7 +568,6 @@ async def _connect(sandbox_url: str, data: Path, oauth_block: str, config_block:
     """
     from pydantic import SecretStr
 
-    from blocks import AppointmentSyncConfig
     from blocks.zoho_oauth import ZohoOAuth
     from zoho.errors import ZohoError
 
@@ -417,8 +584,7 @@ async def _connect(sandbox_url: str, data: Path, oauth_block: str, config_block:
         client_id, secret, code, scopes = sandbox_grant(sandbox_url)
         await onboard(oauth_block, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
         onboarded = True
-    store = f"sqlite:///{data / 'stack-state.db'}"
-    await AppointmentSyncConfig(oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=store).asave(config_block, overwrite=True)
+    await save_sync_config(config_block, oauth_block, data)
     return onboarded
 
 
@@ -504,15 +670,13 @@ def up(
 
     # The server and the sandbox start side by side; the others need the server.
     api, server = _start_server(ports["prefect"], home)
-    sandbox_argv = [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(ports["sandbox"]),
-                    "--db", str(data / "sandbox.db"), "--appointments", str(appointments), "--bulk-delay", "1"]
-    box = _ensure("sandbox", sandbox_argv, home, _base_env(home), f"{sandbox_url}/__sandbox/health")
+    _, box = start_sandbox(home, data, ports["sandbox"], appointments)
     if server is not None:
         wait_healthy(f"{api}/health", 90, server)
     if box is not None:
         wait_healthy(f"{sandbox_url}/__sandbox/health", 60, box)
     env = {**TUNING, **_base_env(home, api)}
-    receiver_env = {**env, **secret, "APPT_SYNC_RECEIVER_CONFIG_BLOCK": config_block, "APPT_SYNC_RECEIVER_STATE_STORE_URL": f"sqlite:///{data / 'stack-state.db'}"}
+    receiver_env = {**env, **secret, "APPT_SYNC_RECEIVER_CONFIG_BLOCK": config_block, "APPT_SYNC_RECEIVER_STATE_STORE_URL": state_store_url(data)}
     hook = _ensure("receiver", [sys.executable, "-m", "deployments.webhook", "--host", "127.0.0.1", "--port", str(ports["receiver"])], home, receiver_env, f"{receiver_url}/healthz")
     serve_started = time.time()
     serve_env = {**env, "SYNC_CONFIG_BLOCK": config_block, "ZOHO_OAUTH_BLOCK": oauth_block, "NOTIFICATION_CHANNEL_BLOCK": CHANNEL_BLOCK}
@@ -541,9 +705,15 @@ def up(
 
 
 def down(home: Path | str | None = None) -> list[str]:
-    """Stop the services whose PID files are in ``home`` (default ``PREFECT_HOME``); returns their names."""
+    """Stop the services whose PID files are in ``home`` (default ``PREFECT_HOME``); returns their names.
+
+    Each named process group gets SIGTERM, then SIGKILL after 15 s; every PID file
+    is removed (a stale one only removed). A ``server.pid`` written by Prefect's own
+    ``prefect server start --background`` is not ours: it and its server are left alone.
+    """
     home = Path(home) if home else prefect_home()
-    return [name for name in SERVICES if stop_pidfile(home / f"{name}.pid")]
+    skip = {"server"} if _prefect_background_pid(home) is not None else set()
+    return [name for name in SERVICES if name not in skip and stop_pidfile(home / f"{name}.pid")]
 
 
 def _print_up(stack: Stack) -> None:
@@ -569,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         stopped = down()
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
         return 0
+    # Task-run lines of the first full sync stay in the UI; the terminal shows warnings.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     try:
         _print_up(up())
     except RuntimeError as exc:

@@ -1,19 +1,62 @@
-"""Command line of the sandbox (shared by ``appt-sync sandbox`` and ``python -m sandbox``)."""
+"""Command line of the sandbox (shared by ``appt-sync sandbox`` and ``python -m sandbox``).
+
+A mistake is answered with one line on stderr: a bad option exits 2
+(``appt-sync sandbox: <what> (see appt-sync sandbox --help)``), a port that is taken
+or cannot be bound exits 1, before the banner.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
+from typing import NoReturn
 
 from .config import SandboxConfig
+
+PROG = "appt-sync sandbox"
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``appt-sync sandbox: <message> (see appt-sync sandbox --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the sandbox could not listen on ``host:port`` (one line), or None when it can.
+
+    Binds a socket the way uvicorn does (``SO_REUSEADDR``, so a port in ``TIME_WAIT``
+    is not reported) and closes it at once.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: unknown host ({exc.strerror}); give --host an address of this machine"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is taken (another sandbox, or another program); "
+                        f"choose another with --port N (make sandbox SANDBOX_PORT=N)")
+            if exc.errno == errno.EACCES:
+                return f"may not listen on port {port} (ports below 1024 need privileges); choose another with --port N (make sandbox SANDBOX_PORT=N)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sandbox`` options."""
     d = SandboxConfig()
-    p = argparse.ArgumentParser(prog="appt-sync sandbox", description="Serve the Zoho-compatible sandbox.")
+    p = _Parser(prog=PROG, description="Serve the Zoho-compatible sandbox.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--port", type=int, default=8900, help="TCP port (default 8900; `make sandbox` takes SANDBOX_PORT=)")
     p.add_argument("--appointments", type=int, default=d.appointments, help="appointments to seed")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the data generator")
     p.add_argument("--anchor-date", default="", help="YYYY-MM-DD the seed spreads appointments around (default: today)")
@@ -30,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and serve until interrupted."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: {args.port} is not a TCP port (1-65535)")
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        raise SystemExit(1)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {args.host}; the sandbox has no authentication on /__sandbox/", file=sys.stderr)
     config = SandboxConfig(

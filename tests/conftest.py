@@ -220,3 +220,42 @@ def prefect_api() -> str:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield PREFECT_API_URL.value()
+
+
+@dataclass
+class StackServer:
+    """This checkout's Prefect server as ``make up`` / ``make demo`` start it (``stack.ensure_prefect_server``)."""
+
+    api: str
+    port: int
+    home: Path
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+
+@pytest.fixture(scope="session")
+def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServer]:
+    """A real Prefect server started by ``stack.ensure_prefect_server`` on a free port, own ``PREFECT_HOME``.
+
+    Its scheduler loops every second (``..._SCHEDULER_LOOP_SECONDS``, 60 s by
+    default) and its log has INFO lines of the root logger, so ``server.log`` shows
+    each ``schedule_deployments()`` run of the scheduler (tests/test_schedules.py).
+    ``stack.down`` stops it at the end; no process of its group may be left.
+    """
+    home, port = tmp_path_factory.mktemp("stack-prefect"), free_port()
+    with pytest.MonkeyPatch.context() as mp:  # only the server's environment (``_spawn`` copies os.environ)
+        mp.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "1")
+        mp.setenv("PREFECT_LOGGING_ROOT_LEVEL", "INFO")
+        try:
+            api = stack.ensure_prefect_server(port, home)
+        except BaseException:
+            stack.down(home)
+            raise
+    pid = int((home / "server.pid").read_text().split()[0])
+    try:
+        yield StackServer(api, port, home)
+    finally:
+        stopped = stack.down(home)
+        assert stopped == ["server"] and not stack._group_members(pid), f"the Prefect server's group {pid} outlived stack.down()"

@@ -2,9 +2,11 @@
 
 * **Secrets after the demo.** The demo (``deployments/demo.py``, what ``make demo``
   runs) runs once for this module in a subprocess with a temporary ``PREFECT_HOME``,
-  a free ``PREFECT_PORT`` (so it starts its own Prefect server, never the
-  developer's ``.prefect/`` on port 4200), a temporary data folder and Bulk Read
-  work folder, and a sandbox that keeps its OAuth state in a SQLite file. Then every
+  a free ``PREFECT_PORT`` and ``SANDBOX_PORT`` (so it starts its own Prefect server
+  and sandbox, never the developer's ``.prefect/`` stack on ports 4200/8900), a
+  temporary data folder (where the sandbox keeps its OAuth state in SQLite) and Bulk
+  Read work folder; ``appt-sync token`` then finds the server through
+  ``PREFECT_HOME/stack.json`` (no ``PREFECT_API_URL``). Then every
   log, artifact, event (paged), block document (as the API shows it without
   ``include_secrets``), flow run (parameters and state), task run (state), their
   state histories, variables, deployments, automations and concurrency limits are
@@ -80,40 +82,36 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
-    """The demo, run once, end to end, against its own Prefect server on a free port; then one
+    """The demo, run once, end to end, against its own Prefect server and sandbox on free ports; then one
     ``appt-sync token`` run that must refresh (the refresh path's logs and artifact are scanned too)."""
     root = tmp_path_factory.mktemp("demo")
-    home, data, work, sandbox_db = root / "prefect-home", root / "data", root / "work", root / "sandbox.db"
-    port = stack.free_port()
+    home, data, work = root / "prefect-home", root / "data", root / "work"
+    sandbox_db = data / "sandbox.db"  # the stack's sandbox keeps its OAuth state here (``meta``)
+    port, sandbox_port = stack.free_port(), stack.free_port()
     assert port != stack.DEFAULT_PORTS["prefect"] and home != ROOT / ".prefect"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "APPT_SYNC_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_PORT=str(port), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               APPT_SYNC_WORK_DIR=str(work), PYTHONUNBUFFERED="1")
+    env.update(PREFECT_HOME=str(home), PREFECT_PORT=str(port), SANDBOX_PORT=str(sandbox_port), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1", APPT_SYNC_WORK_DIR=str(work), PYTHONUNBUFFERED="1")
     api = f"http://127.0.0.1:{port}/api"
-    code = "import sys; from deployments.demo import run; sys.exit(run(data_dir=sys.argv[1], sandbox_args=('--db', sys.argv[2])))"
+    code = "import sys; from deployments.demo import run; sys.exit(run(data_dir=sys.argv[1]))"
     started = time.monotonic()
     try:
-        done = _run([sys.executable, "-c", code, str(data), str(sandbox_db)], env, 600)
+        done = _run([sys.executable, "-c", code, str(data)], env, 600)
         assert done.returncode == 0, f"the demo failed ({done.returncode}):\n{done.stdout[-3000:]}"
         seconds = time.monotonic() - started
-        # The demo's sandbox is gone; its state (--db) is served again on the port the block points at.
+        # The demo's sandbox keeps running (the stack's ``sandbox`` service) where the block points.
         r = httpx.post(f"{api}/block_documents/filter", json={"limit": 50, "include_secrets": False}, timeout=30)
         (block,) = [d for d in r.json() if d["block_type"]["slug"] == "zoho-oauth"]
         base_url = block["data"]["base_url"]
-        box = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", base_url.rsplit(":", 1)[1], "--db", str(sandbox_db)], cwd=ROOT,
-                               stdout=(root / "sandbox-again.log").open("w"), stderr=subprocess.STDOUT, env=env)
-        try:
-            stack.wait_healthy(f"{base_url}/__sandbox/health", 60, box)
-            creds = httpx.get(f"{base_url}/__sandbox/credentials", timeout=10).json()
-            refresh = _run([sys.executable, "-c", "from deployments.cli import app; app()", "token", "--block", block["name"], "--min-remaining-minutes", "120"],
-                           {**env, "PREFECT_API_URL": api}, 180)
-        finally:
-            box.terminate()
-            box.wait(15)
+        assert base_url == f"http://127.0.0.1:{sandbox_port}" and block["name"] == stack.OAUTH_BLOCK
+        creds = httpx.get(f"{base_url}/__sandbox/credentials", timeout=10).json()
+        # In a new shell: no PREFECT_API_URL; the CLI finds the server in PREFECT_HOME/stack.json.
+        refresh = _run([sys.executable, "-c", "from deployments.cli import app; app()", "token", "--block", block["name"], "--min-remaining-minutes", "120"],
+                       env, 180)
         assert refresh.returncode == 0 and "refreshed: True" in refresh.stdout, refresh.stdout[-3000:]
         yield DemoRun(api, home, done.stdout + refresh.stdout, sandbox_db, creds, seconds)
     finally:
-        stack.stop_pidfile(home / "server.pid")  # the Prefect server the demo started (detached) in our PREFECT_HOME
+        stack.down(home)  # the Prefect server and the sandbox the demo started (detached) in our PREFECT_HOME
 
 
 def sandbox_secrets(db: Path) -> dict[str, Any]:
@@ -210,7 +208,7 @@ def test_no_secret_reaches_prefect_or_the_demo_output(demo: DemoRun):
     assert creds["client_id"] in corpus["block_documents"] and '"********"' in corpus["block_documents"]  # shown, secrets masked
     assert any(b in corpus["events"] for b in booking_ids) and "zoho.appointment." in corpus["events"]
     assert any(b in corpus["artifacts"] for b in booking_ids)
-    assert "Sync done" in corpus["logs"] and "sync-demo" in corpus["flow_runs"]
+    assert "Sync done" in corpus["logs"] and stack.CONFIG_BLOCK in corpus["flow_runs"]
     assert len(seen["raw"]["task_runs"]) > 10 and all(seen["raw"]["task_run_states"])
     assert "prefect.db" in files and "Sync done" in files["prefect.db"] + files.get("prefect.db-wal", "")
 

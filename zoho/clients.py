@@ -25,13 +25,13 @@ from .auth import TokenProvider, ZohoAuth
 from .datacentres import Endpoints
 from .errors import (
     NotFoundError,
-    TransportError,
     ZohoError,
     accounts_error,
     bookings_error,
     endpoint_of,
     error_from_response,
     retry_after_of,
+    transport_error,
 )
 from .models import (
     AppointmentUpdate,
@@ -58,8 +58,7 @@ async def _send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -
     try:
         return await http.request(method, url, **kwargs)
     except (httpx.TimeoutException, httpx.TransportError) as exc:
-        path = httpx.URL(url).path
-        raise TransportError(type(exc).__name__.upper(), "no answer from Zoho", {}, None, f"{method} {path}") from exc
+        raise transport_error(exc, method, url) from exc
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -183,7 +182,7 @@ class CrmClient:
         try:
             response = await self.http.send(request, auth=self.auth, stream=True)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise TransportError(type(exc).__name__.upper(), "no answer from Zoho", {}, None, f"GET {request.url.path}") from exc
+            raise transport_error(exc, "GET", request.url) from exc
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -194,7 +193,7 @@ class CrmClient:
                     sink.write(chunk)
                     written += len(chunk)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                raise TransportError(type(exc).__name__.upper(), "download interrupted", {}, None, f"GET {request.url.path}") from exc
+                raise transport_error(exc, "GET", request.url, "download interrupted") from exc
             return written
         finally:
             await response.aclose()

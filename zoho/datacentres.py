@@ -24,6 +24,18 @@ class DataCentre(str, Enum):
     CN = "CN"
     CUSTOM = "CUSTOM"
 
+    @classmethod
+    def _missing_(cls, value: object) -> "DataCentre":
+        """Accept any case (``eu``); otherwise a ``ValueError`` that lists the valid data centres."""
+        if isinstance(value, str) and value.strip().upper() in cls.__members__:
+            return cls[value.strip().upper()]
+        raise ValueError(f"unknown data centre {value!r}: use one of {valid_data_centres()}")
+
+
+def valid_data_centres() -> str:
+    """``US, EU, IN, AU, JP, CA, SA, CN, or CUSTOM with a base URL`` (for messages)."""
+    return ", ".join(dc.value for dc in DataCentre if dc is not DataCentre.CUSTOM) + ", or CUSTOM with a base URL"
+
 
 #: data centre -> (accounts host, API host)
 _HOSTS: dict[DataCentre, tuple[str, str]] = {
@@ -61,7 +73,7 @@ class Endpoints:
         dc = DataCentre(dc)
         if dc is DataCentre.CUSTOM:
             if not base_url:
-                raise ValueError("data centre CUSTOM needs a base_url (e.g. the sandbox's http://127.0.0.1:8900)")
+                raise ValueError("data centre CUSTOM needs a base_url (appt-sync auth --base-url; e.g. the sandbox's http://127.0.0.1:8900)")
             accounts = api = base_url.rstrip("/")
         else:
             accounts, api = _HOSTS[dc]

@@ -140,9 +140,63 @@ class BookingsError(ZohoError):
 
 
 class TransportError(ZohoError):
-    """The request did not get an answer (timeout, dropped connection)."""
+    """The request did not get an answer (timeout, dropped connection).
+
+    Made by :func:`transport_error`, ``details`` has ``url`` (scheme, host and port
+    of the server tried: no path, query or user info) and ``reason`` (``connection
+    refused``, ``timed out``, ``unknown host``...).
+    """
 
     transient = True
+
+
+def origin_of(url: httpx.URL | str) -> str:
+    """``scheme://host[:port]`` of ``url``: no user info, path or query (so no secret)."""
+    u = httpx.URL(url)
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    return f"{u.scheme}://{host}" + (f":{u.port}" if u.port else "")
+
+
+def is_loopback(url: httpx.URL | str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    import ipaddress
+
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Why a request got no answer, in a few words, from ``exc`` and the errors it was raised from."""
+    import socket
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "unknown host"
+        if isinstance(seen, (httpx.TimeoutException, TimeoutError)):
+            return "timed out"
+        if isinstance(seen, ConnectionResetError):
+            return "connection reset"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def transport_error(exc: BaseException, method: str, url: httpx.URL | str, message: str = "no answer from Zoho") -> TransportError:
+    """The :class:`TransportError` for ``exc`` raised while sending ``method url``.
+
+    ``code`` is the httpx exception's name (``CONNECTERROR``), ``endpoint`` the method
+    and path, ``details`` the server tried and why (see :class:`TransportError`).
+    """
+    details = {"url": origin_of(url), "reason": transport_reason(exc)}
+    return TransportError(type(exc).__name__.upper(), message, details, None, f"{method} {httpx.URL(url).path}")
 
 
 _BY_CODE: dict[str, type[ZohoError]] = {
