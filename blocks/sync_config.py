@@ -5,12 +5,14 @@ Deployments take the block's name, so one code base serves many organisations.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from sync.engine import Policy, Side
+
+from .fields import choice
 
 
 class AppointmentSyncConfig(Block):
@@ -39,7 +41,7 @@ class AppointmentSyncConfig(Block):
         description="Appointments__s: CRM appointments (start time and status). Events: CRM Meetings (time only; not built yet).",
     )
     booking_field: str = Field(default="Booking_Id", title="CRM field holding the booking id", description="API name of the CRM field that holds the Zoho Bookings booking_id of the linked booking.")
-    conflict_policy: Policy = Field(
+    conflict_policy: Annotated[Policy, choice(Policy)] = Field(
         default=Policy.LATEST_WINS, title="Conflict policy (both sides changed)",
         description=(
             "What happens when CRM and Bookings both changed the same appointment since they last agreed. "
@@ -47,7 +49,7 @@ class AppointmentSyncConfig(Block):
             "crm_wins: CRM always wins; bookings_wins: Bookings always wins; report_only: nothing is sent, the conflict is reported."
         ),
     )
-    initial_source: Side = Field(
+    initial_source: Annotated[Side, choice(Side)] = Field(
         default=Side.BOOKINGS, title="Source of truth for new links",
         description="Which side is copied to the other when a link is seen for the first time and the sides differ (bookings: Zoho Bookings, crm: Zoho CRM).",
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
@@ -41,6 +41,8 @@ from zoho.auth import DEFAULT_MARGIN
 from zoho.clients import ZohoClient
 from zoho.datacentres import DataCentre, Endpoints
 from zoho.errors import TokenThrottledError
+
+from .fields import choice
 
 log = logging.getLogger("zoho_appointment_sync.blocks")
 
@@ -74,7 +76,7 @@ class ZohoOAuth(Block):
     refresh_token: SecretStr = Field(title="Refresh token", description="Long-lived refresh token from the grant-code exchange; mints the access tokens (stored encrypted).")
     access_token: SecretStr | None = Field(default=None, title="Access token (managed)", description="The current shared access token; set and refreshed by the block, leave empty.")
     expires_at: datetime | None = Field(default=None, title="Access token expires at (UTC)", description="When the access token expires; managed by the block.")
-    data_centre: DataCentre = Field(default=DataCentre.US, title="Zoho data centre", description="Where the Zoho account lives (US, EU, IN, AU, JP, CA, SA, CN), or CUSTOM with a base URL (the sandbox).")
+    data_centre: Annotated[DataCentre, choice(DataCentre)] = Field(default=DataCentre.US, title="Zoho data centre", description="Where the Zoho account lives (US, EU, IN, AU, JP, CA, SA, CN), or CUSTOM with a base URL (the sandbox).")
     base_url: str | None = Field(default=None, title="Base URL (CUSTOM data centre)", description="Base URL of Accounts, CRM and Bookings when the data centre is CUSTOM, e.g. http://127.0.0.1:8000 for the sandbox.")
     api_domain: str | None = Field(default=None, title="API domain (managed)", description="API domain from the last token answer; wins for CRM and Bookings calls.")
     scopes: list[str] = Field(default_factory=list, title="Scopes", description="OAuth scopes granted to the refresh token (for reference).")

@@ -220,6 +220,8 @@ def test_block_fields_have_labels_and_descriptions(block):
     schema = cls.model_json_schema()
     for name, field in schema["properties"].items():
         assert field.get("title") and len(field.get("description", "")) >= 20, (block, name)
+        # a $ref would make the UI show the referenced enum's title ("Policy") instead of the field's
+        assert "$ref" not in str(field) and "allOf" not in field, (block, name)
     if block == "AppointmentSyncConfig":
         assert schema["properties"]["conflict_policy"]["title"] == "Conflict policy (both sides changed)"
         assert all(p in schema["properties"]["conflict_policy"]["description"] for p in ("latest_wins", "crm_wins", "bookings_wins", "report_only"))
