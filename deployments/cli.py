@@ -16,8 +16,9 @@ Sub-commands:
 Every command but ``sandbox`` talks to a Prefect server: ``PREFECT_API_URL`` when it
 is set, else the one ``make up`` / ``make demo`` recorded in
 ``PREFECT_HOME/stack.json`` (``PREFECT_HOME`` defaulting to the checkout's
-``.prefect/``), found by :func:`find_stack` before Prefect is imported. Prefect's
-console shows warnings only; run and task logs are in the UI.
+``.prefect/``), found by :func:`find_stack` before Prefect is imported. Run and
+task logs go to the UI; the terminal shows Prefect's warnings only in ``demo``
+and nothing of Prefect's in the other commands (below).
 
 Errors (:mod:`deployments.cli_errors`): :func:`main` is the entry point; every
 mistake is one line on stderr, exit 2 for a usage error and 1 for a failure
