@@ -7,8 +7,9 @@ Bookings; point each of the client's base URLs at this one):
   token limits (:mod:`sandbox.auth`).
 * CRM Bulk Read: ``/crm/bulk/{version}/read`` create, status and result, with
   criteria, paging, ICS for ``Events`` and callbacks (:mod:`sandbox.bulk`).
-* CRM records ``Appointments__s`` and ``Events``, field metadata and notification
-  channels ``/crm/{version}/actions/watch`` (:mod:`sandbox.crm`).
+* CRM records ``Appointments__s`` and ``Events`` and field metadata
+  (:mod:`sandbox.crm`; update rules in :mod:`sandbox.crm_records`), and notification
+  channels ``/crm/{version}/actions/watch`` (:mod:`sandbox.watch`).
 * Zoho Bookings v1 under ``/bookings/v1/json/`` (:mod:`sandbox.bookings`).
 * An admin API under ``/__sandbox/`` for credentials, resets, "UI" edits, fault
   injection, counters and dumps (:mod:`sandbox.admin`).

@@ -59,7 +59,9 @@ from fastapi.responses import JSONResponse
 from . import bookings as bk
 from . import clock
 from .auth import api_domain
-from .crm import apply_updates, auto_completes, check_module, view
+from .crm_records import apply_updates
+from .crm_request import check_module
+from .crm_status import auto_completes, view
 from .errors import BookingsError, CrmError
 from .seed import UI_USER
 from .state import DEFAULT_SCOPES, SandboxState

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import admin, auth, bookings, bulk, crm
+from . import admin, auth, bookings, bulk, crm, watch
 from .config import SandboxConfig
 from .errors import BookingsError, CrmError
 from .outbox import Outbox
@@ -200,7 +200,7 @@ def create_app(config: SandboxConfig | None = None, db_path: str | None = None) 
             return JSONResponse({"error": "server_error"}, status_code=500)
         return CrmError("INTERNAL_ERROR", 500).response()
 
-    routers = (admin.router, auth.router, bulk.router, bookings.router, crm.router)
+    routers = (admin.router, auth.router, bulk.router, bookings.router, watch.router, crm.router)
     for router in routers:
         app.include_router(router)
     #: The routes in matching order, for naming calls the fault injector answered.

@@ -131,7 +131,7 @@ async def token(request: Request) -> JSONResponse:
     for old in held[: max(0, len(held) - MAX_REFRESH_TOKENS + 1)]:
         _drop_refresh_token(state, old)
     rt = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-    state.refresh_tokens[rt] = state._new_grant(p["client_id"], code["scope"], "full")
+    state.refresh_tokens[rt] = state.new_grant(p["client_id"], code["scope"], "full")
     body = _mint(state, rt, request)
     assert body is not None  # a new refresh token has minted nothing yet
     body["refresh_token"] = rt

@@ -68,7 +68,8 @@ from fastapi.responses import JSONResponse
 
 from . import clock
 from .auth import require_crm
-from .crm import _json_body, auto_completes, check_version, effective_status
+from .crm_request import check_version, json_body
+from .crm_status import auto_completes, effective_status
 from .errors import CrmError
 from .schema import COMPARATORS, FIELD_INDEX, MODULE_IDS, MODULES
 from .seed import API_USER
@@ -515,7 +516,7 @@ async def create_job(version: str, request: Request) -> JSONResponse:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise CrmError("INVALID_DATA", 415, "Unsupported Media Type: send application/json", {"expected_content_type": "application/json"})
     state: SandboxState = request.app.state.sandbox
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("query"), dict):
         raise CrmError("MANDATORY_NOT_FOUND", 400, details={"api_name": "query"})
     query = dict(body["query"])

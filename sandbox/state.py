@@ -234,12 +234,13 @@ class SandboxState:
         secret = hashlib.sha256(f"zoho-sandbox-secret-{self.config.seed}".encode()).hexdigest()[:42]
         self.clients[client_id] = {"client_secret": secret, "redirect_uri": ""}
         refresh = f"1000.{digest[8:40]}.{digest[40:64]}"
-        self.refresh_tokens[refresh] = self._new_grant(client_id, list(DEFAULT_SCOPES), "full")
+        self.refresh_tokens[refresh] = self.new_grant(client_id, list(DEFAULT_SCOPES), "full")
         self.default_client_id = client_id
         self.default_refresh_token = refresh
 
     @staticmethod
-    def _new_grant(client_id: str, scopes: list[str], permission: str) -> dict[str, Any]:
+    def new_grant(client_id: str, scopes: list[str], permission: str) -> dict[str, Any]:
+        """What a refresh token grants (client, scopes, permission), with no access token minted yet."""
         return {"client_id": client_id, "scope": scopes, "permission": permission, "mints": [], "active": []}
 
     def _save_meta(self) -> None:
@@ -295,7 +296,7 @@ class SandboxState:
         secret = secrets.token_hex(21)
         refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
         self.clients[client_id] = {"client_secret": secret, "redirect_uri": ""}
-        self.refresh_tokens[refresh] = self._new_grant(client_id, scopes, permission)
+        self.refresh_tokens[refresh] = self.new_grant(client_id, scopes, permission)
         self.save_oauth()
         return {"client_id": client_id, "client_secret": secret, "refresh_token": refresh, "scope": ",".join(scopes)}
 
