@@ -34,17 +34,28 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import MissingContextError, ObjectNotFound
+from prefect.logging import get_run_logger
 from pydantic import Field, SecretStr, field_validator
 
-from zoho.auth import DEFAULT_MARGIN
+from zoho.auth import DEFAULT_MARGIN, needs_refresh
 from zoho.clients import ZohoClient
 from zoho.datacentres import DataCentre, Endpoints
 from zoho.errors import TokenThrottledError
 
 from .fields import choice
 
+#: Where the block logs outside a flow or task run.
 log = logging.getLogger("zoho_appointment_sync.blocks")
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current Prefect flow or task run's logger (its records reach the run's logs in the
+    UI through Prefect's API log handler), or the stdlib logger :data:`log` outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
 #: How long to stop asking Accounts for tokens after a throttle answer.
 THROTTLE_BACKOFF = timedelta(minutes=2)
@@ -57,7 +68,8 @@ class ZohoOAuth(Block):
     ``access_token`` as ``SecretStr``; ``expires_at`` (aware, UTC); ``data_centre``
     (US, EU, IN, AU, JP, CA, SA, CN, or CUSTOM with ``base_url`` — the sandbox);
     ``api_domain`` (from the last token answer; wins for CRM and Bookings);
-    ``scopes``; ``zoho_user`` (who the grant belongs to).
+    ``scopes``; ``zoho_user`` (who the grant belongs to); ``token_lifetime_seconds``
+    (managed: the ``expires_in`` of the last token answer).
 
     :meth:`get_access_token` is the only way callers get a token: it returns one
     valid for at least ``refresh_margin_seconds`` and, when it must refresh, holds
@@ -81,7 +93,8 @@ class ZohoOAuth(Block):
     api_domain: str | None = Field(default=None, title="API domain (managed)", description="API domain from the last token answer; wins for CRM and Bookings calls.")
     scopes: list[str] = Field(default_factory=list, title="Scopes", description="OAuth scopes granted to the refresh token (for reference).")
     zoho_user: str | None = Field(default=None, title="Zoho user or organisation", description="Whom the grant belongs to (for reference).")
-    refresh_margin_seconds: int = Field(default=int(DEFAULT_MARGIN.total_seconds()), ge=0, title="Refresh margin (seconds)", description="Refresh the access token when fewer seconds than this remain.")
+    refresh_margin_seconds: int = Field(default=int(DEFAULT_MARGIN.total_seconds()), ge=0, title="Refresh margin (seconds)", description="Refresh the access token when fewer seconds than this remain (at most half the token's lifetime).")
+    token_lifetime_seconds: int | None = Field(default=None, ge=0, title="Access token lifetime (seconds, managed)", description="How long Zoho minted the current access token for; caps the refresh margin at half of it. Managed by the block.")
     throttled_until: datetime | None = Field(default=None, title="Throttled until (UTC, managed)", description="Zoho throttled token minting; no refresh is attempted before this.")
     lock_timeout_seconds: float = Field(default=60.0, gt=0, title="Refresh lock timeout (seconds)", description="How long to wait for another process's token refresh before giving up.")
 
@@ -102,12 +115,18 @@ class ZohoOAuth(Block):
         return ZohoClient(self.endpoints(), self, **kwargs)
 
     # ------------------------------------------------------------------ token
-    def _usable(self, margin: timedelta, rejected: SecretStr | None) -> bool:
-        if self.access_token is None or self.expires_at is None:
+    def _usable(self, min_valid: timedelta | None, rejected: SecretStr | None) -> bool:
+        """Whether the held token may be handed out: not ``rejected``, and not due for a
+        refresh by :func:`zoho.auth.needs_refresh` (``refresh_margin_seconds`` capped at half
+        the token's lifetime; an explicit ``min_valid`` is a demand, not capped)."""
+        if self.access_token is None:
             return False
         if rejected is not None and rejected.get_secret_value() == self.access_token.get_secret_value():
             return False
-        return self.expires_at - margin > datetime.now(timezone.utc)
+        if min_valid is not None:
+            return not needs_refresh(self.expires_at, None, min_valid)
+        lifetime = timedelta(seconds=self.token_lifetime_seconds) if self.token_lifetime_seconds is not None else None
+        return not needs_refresh(self.expires_at, lifetime, timedelta(seconds=self.refresh_margin_seconds))
 
     @property
     def lock_name(self) -> str:
@@ -134,14 +153,17 @@ class ZohoOAuth(Block):
             self.access_token is not None and self.expires_at is not None
             and (other.expires_at is None or other.expires_at < self.expires_at)
         )
-        names = ("api_domain", "throttled_until", "refresh_token") if keep_token else ("access_token", "expires_at", "api_domain", "throttled_until", "refresh_token")
+        shared = ("api_domain", "throttled_until", "refresh_token")
+        names = shared if keep_token else ("access_token", "expires_at", "token_lifetime_seconds", *shared)
         for name in names:
             setattr(self, name, getattr(other, name))
 
     async def get_access_token(
         self, *, rejected: SecretStr | None = None, min_valid: timedelta | None = None
     ) -> SecretStr:
-        """A token valid for at least ``min_valid`` (default ``refresh_margin_seconds``).
+        """A token valid for at least ``min_valid`` (default: ``refresh_margin_seconds``, capped at
+        half the token's lifetime so a short-lived token is not refreshed on every call;
+        the policy is :func:`zoho.auth.needs_refresh`).
 
         ``rejected``: a token Zoho just answered ``INVALID_TOKEN`` to; it is not
         returned again. Raises :class:`~zoho.errors.TokenThrottledError` while Zoho
@@ -149,17 +171,16 @@ class ZohoOAuth(Block):
         :class:`~zoho.errors.AuthError` for bad credentials, ``TimeoutError`` when the
         lock is not had within ``lock_timeout_seconds``.
         """
-        margin = min_valid if min_valid is not None else timedelta(seconds=self.refresh_margin_seconds)
-        if self._usable(margin, rejected):
+        if self._usable(min_valid, rejected):
             return self.access_token  # type: ignore[return-value]
         # Another process may have refreshed already: a reload is cheaper than the lock.
         self._adopt(await type(self).aload(self._block_document_name))
-        if self._usable(margin, rejected):
+        if self._usable(min_valid, rejected):
             return self.access_token  # type: ignore[return-value]
         await self._ensure_lock()
         async with concurrency(self.lock_name, occupy=1, timeout_seconds=self.lock_timeout_seconds, lease_duration=60, strict=True):
             self._adopt(await type(self).aload(self._block_document_name))
-            if self._usable(margin, rejected):
+            if self._usable(min_valid, rejected):
                 return self.access_token  # type: ignore[return-value]
             now = datetime.now(timezone.utc)
             if self.throttled_until and self.throttled_until > now:
@@ -176,10 +197,11 @@ class ZohoOAuth(Block):
                     raise
             minted, expires_at = answer.access_token, now + timedelta(seconds=answer.expires_in)
             self.access_token, self.expires_at = minted, expires_at
+            self.token_lifetime_seconds = answer.expires_in
             self.api_domain = answer.api_domain or self.api_domain
             self.throttled_until = None
             await self.asave(self._block_document_name, overwrite=True)
-            log.info("Refreshed the Zoho access token of %s; it expires at %s", self._block_document_name, expires_at.isoformat())
+            run_logger().info("Refreshed the Zoho access token of %s; it expires at %s", self._block_document_name, expires_at.isoformat())
             return minted  # not self.access_token: another caller of this instance may have adopted meanwhile
 
     async def revoke(self) -> None:

@@ -14,7 +14,8 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
    ``work_dir/appt-sync-bulk/<run id>/`` until its page is loaded, so a rerun
    does not download it again, and job ids of other organisations never meet;
    dropped when it cannot be loaded, so a rerun does); load it in one transaction.
-4. Follow ``more_records`` / ``next_page_token`` with new jobs until done.
+4. Follow ``more_records`` / ``next_page_token`` with new jobs until done
+   (:class:`zoho.paging.BulkReadPaging` gives each next job's query).
 5. After a full read (no criteria, the default fields) advance the module's
    bookmark to the run's start. Publish a table artifact
    (pages, job ids, records, rejected, seconds). A progress artifact moves while
@@ -25,21 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
 import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Awaitable, Callable, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from pydantic import TypeAdapter
 
 from sync import bulk_runs
-from sync.bulk_load import BulkFileError
-from sync.store import default_store_url, make_engine
+from sync.bulk_load import BulkFileError, LoadReport
+from sync.settings import AppSettings
+from sync.store import default_store_url, open_store
 from tasks.bulk_read import create_bulk_job, download_bulk_result, get_bulk_job, job_summary, load_bulk_page, mapping_fields
 from zoho.errors import BulkReadFailedError
+from zoho.paging import BulkReadPaging
 from zoho.models import FIELD_TYPES, BulkReadJob, BulkReadQuery, BulkReadRequest, BulkState, Callback, Criteria, ModuleRef, check_criteria
 
 #: Share of a page's progress reached at each job state.
@@ -103,6 +106,36 @@ async def wait_for_job(
         await asyncio.sleep(poll_seconds if callback else max(0.0, min(next_zoho - time.monotonic(), delay)))
 
 
+@dataclass(frozen=True)
+class Polling:
+    """How to wait for a job (see :func:`wait_for_job`): ``callback`` (a ``callback_url`` is
+    set), ``poll_seconds``, ``poll_max_seconds``, ``timeout_seconds``."""
+
+    callback: bool
+    poll_seconds: float
+    poll_max_seconds: float
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class ReadSetup:
+    """What every page of one ``bulk-read`` run shares: the block, the module and the base
+    request, the state store (URL and engine), the stored run's id, its work folder,
+    the progress artifact's id, the file type, the booking field and the polling."""
+
+    oauth_block: str
+    module: str
+    request: BulkReadRequest
+    store_url: str
+    engine: Any
+    run_id: str
+    folder: Path
+    progress_id: Any
+    file_type: str
+    booking_field: str
+    polling: Polling
+
+
 @flow(name="bulk-read", flow_run_name="bulk-read-{module}")
 async def bulk_read(
     module: str = "Appointments__s",
@@ -126,89 +159,168 @@ async def bulk_read(
     "jobs": [...]}``. Raises :class:`~zoho.errors.BulkReadFailedError`,
     :class:`BulkReadTimeoutError`, :class:`~sync.bulk_load.BulkFileError`.
     """
-    logger = get_run_logger()
     request = build_request(module, fields, criteria, file_type, booking_field, callback_url)
     store_url = store_url or default_store_url()
-    engine = make_engine(store_url)
+    engine = open_store(store_url)
+    run, resumed = start_run(engine, module, request, file_type)
+    setup = ReadSetup(
+        oauth_block=oauth_block, module=module, request=request, store_url=store_url, engine=engine, run_id=run.id,
+        folder=work_folder(work_dir, run.id), file_type=file_type, booking_field=booking_field,
+        polling=Polling(bool(callback_url), poll_seconds, poll_max_seconds, timeout_seconds),
+        progress_id=await acreate_progress_artifact(progress=0.0, description=f"Bulk Read of {module}: starting"),
+    )
+    pages, records, rejected = await read_pages(setup)
+    bookmark = run.created_at if not fields and criteria is None else None
+    jobs = await finish_read(setup, bookmark, pages, records, rejected)
+    engine.dispose()
+    return {"run_id": run.id, "resumed": resumed, "pages": pages, "records": records, "rejected": rejected, "jobs": jobs}
+
+
+def start_run(engine: Any, module: str, request: BulkReadRequest, file_type: str) -> tuple[Any, bool]:
+    """The unfinished run of the same query (a crashed run) or a new one: ``(run row, resumed)``; logs which."""
     identity = {"module": module, "fields": request.query.fields, "criteria": request.to_json()["query"].get("criteria"), "file_type": file_type}
     run, resumed = bulk_runs.find_or_start_run(engine, module, identity)
-    logger.info("%s Bulk Read run %s of %s", "Resuming" if resumed else "Starting", run.id, module)
-    # One folder per run: job ids are only unique within an organisation, and a resumed run finds its pages again.
-    folder = Path(work_dir or os.environ.get("APPT_SYNC_WORK_DIR") or tempfile.gettempdir()) / "appt-sync-bulk" / run.id
-    progress_id = await acreate_progress_artifact(progress=0.0, description=f"Bulk Read of {module}: starting")
-    page_index, page_token, records, rejected = 1, None, 0, 0
+    get_run_logger().info("%s Bulk Read run %s of %s", "Resuming" if resumed else "Starting", run.id, module)
+    return run, resumed
+
+
+def work_folder(work_dir: str | None, run_id: str) -> Path:
+    """``<work_dir, $APPT_SYNC_WORK_DIR or the temp dir>/appt-sync-bulk/<run_id>``.
+
+    One folder per run: job ids are only unique within an organisation, and a
+    resumed run finds its pages again.
+    """
+    return Path(work_dir or AppSettings().bulk_work_dir()) / "appt-sync-bulk" / run_id
+
+
+async def read_pages(setup: ReadSetup) -> tuple[int, int, int]:
+    """Read every page, following ``more_records`` / ``next_page_token`` (:class:`~zoho.paging.BulkReadPaging`):
+    ``(pages, records, rejected)``. On any error the run is marked ``failed`` when one of
+    its jobs failed (else left ``running``, to be resumed), and the error re-raised."""
+    cursor, records, rejected = BulkReadPaging(), 0, 0
     try:
-        while True:
-            job_row = bulk_runs.job_for_page(engine, run.id, page_index)
-            if job_row is not None and job_row.loaded_at is not None:
-                logger.info("Page %s (job %s) was loaded before: %s records", page_index, job_row.id, job_row.records_loaded)
-            else:
-                started = time.monotonic()
-                if job_row is None:
-                    page_request = request.model_copy(deep=True)
-                    page_request.query.page_token = page_token
-                    created = await create_bulk_job(oauth_block, page_request)
-                    job_row = bulk_runs.record_job_created(engine, run.id, page_index, module, created.id, page_token)
-                    (folder / f"{created.id}.zip").unlink(missing_ok=True)  # a new job's result is not on disk yet
-                    logger.info("Created Bulk Read job %s for page %s", created.id, page_index)
-                else:
-                    logger.info("Resuming job %s of page %s (state %s)", job_row.id, page_index, job_row.state)
-
-                async def on_state(state: str, page: int = page_index, job_id: str = job_row.id) -> None:
-                    await aupdate_progress_artifact(progress_id, STAGE_PROGRESS.get(state, 0.0), description=f"{module} page {page}: job {job_id} {state}")
-
-                ended = await wait_for_job(
-                    oauth_block, engine, job_row.id, callback=bool(callback_url), poll_seconds=poll_seconds,
-                    poll_max_seconds=poll_max_seconds, timeout_seconds=timeout_seconds, on_state=on_state,
-                )
-                job_row = bulk_runs.get_job(engine, job_row.id)
-                if ended.state is BulkState.FAILURE or job_row.state == "FAILURE":
-                    error = ended.result.error_message if ended.result and ended.result.error_message else None
-                    raise BulkReadFailedError(
-                        (error.code if error else None) or job_row.error_code or "FAILURE",
-                        (error.message if error else None) or job_row.error_message or "the Bulk Read job failed",
-                        error.details if error else {},
-                        None,
-                        f"Bulk Read job {job_row.id}",
-                    )
-                zip_path = folder / f"{job_row.id}.zip"
-                if not zip_path.exists():
-                    size = await download_bulk_result(oauth_block, job_row.download_url, str(zip_path))
-                    logger.info("Downloaded job %s: %.1f MB", job_row.id, size / 1e6)
-                await on_state("DOWNLOADED")
-                try:
-                    report = load_bulk_page(store_url, job_row.id, str(zip_path), module, file_type, booking_field)
-                except BulkFileError:
-                    zip_path.unlink(missing_ok=True)  # nothing was loaded: a rerun downloads the page again
-                    raise
-                bulk_runs.mark_job(engine, job_row.id, seconds=time.monotonic() - started)
-                zip_path.unlink(missing_ok=True)
-                await on_state("LOADED")
-                logger.info("Loaded page %s: %s records, %s rejected, in %.2f s", page_index, report.loaded, report.rejected, report.seconds)
-                if report.rejected:
-                    logger.warning("%s rows of job %s were rejected: see the rejected_records table", report.rejected, job_row.id)
-                job_row = bulk_runs.get_job(engine, job_row.id)
+        while cursor:
+            job_row = await read_page(setup, cursor)
             records += job_row.records_loaded or 0
             rejected += job_row.records_rejected or 0
-            if not job_row.more_records:
-                break
-            page_token = job_row.next_page_token
-            page_index += 1
+            cursor = cursor.after(job_row)
     except BaseException:
-        jobs = bulk_runs.run_jobs(engine, run.id)
-        if any(j.state == "FAILURE" for j in jobs):
-            bulk_runs.finish_run(engine, run.id, "failed", page_index, records, rejected)
+        if any(j.state == "FAILURE" for j in bulk_runs.run_jobs(setup.engine, setup.run_id)):
+            bulk_runs.finish_run(setup.engine, setup.run_id, "failed", cursor.page, records, rejected)
         raise
-    bulk_runs.finish_run(engine, run.id, "completed", page_index, records, rejected)
+    return cursor.page, records, rejected
+
+
+async def read_page(setup: ReadSetup, cursor: BulkReadPaging) -> Any:
+    """Page ``cursor.page`` in the state store; returns its stored job row (counts, ``more_records``,
+    ``next_page_token``). A page loaded before (a resumed run) is not read again."""
+    job_row = bulk_runs.job_for_page(setup.engine, setup.run_id, cursor.page)
+    if job_row is not None and job_row.loaded_at is not None:
+        get_run_logger().info("Page %s (job %s) was loaded before: %s records", cursor.page, job_row.id, job_row.records_loaded)
+        return job_row
+    started = time.monotonic()
+    job_row = await start_page_job(setup, cursor, job_row)
+    on_state = progress_reporter(setup, cursor.page, job_row.id)
+    job_row = await wait_for_page_job(setup, job_row.id, on_state)
+    zip_path = await download_page(setup, job_row)
+    await on_state("DOWNLOADED")
+    report = load_page(setup, job_row.id, zip_path)
+    bulk_runs.mark_job(setup.engine, job_row.id, seconds=time.monotonic() - started)
+    zip_path.unlink(missing_ok=True)
+    await on_state("LOADED")
+    log_load(cursor.page, job_row.id, report)
+    return bulk_runs.get_job(setup.engine, job_row.id)
+
+
+async def start_page_job(setup: ReadSetup, cursor: BulkReadPaging, job_row: Any) -> Any:
+    """The page's job row: ``job_row`` when the page has a job already (a resumed run), else
+    a new job for ``cursor``'s query (task ``create-bulk-read-job``), recorded at once."""
+    logger = get_run_logger()
+    if job_row is not None:
+        logger.info("Resuming job %s of page %s (state %s)", job_row.id, cursor.page, job_row.state)
+        return job_row
+    created = await create_bulk_job(setup.oauth_block, cursor.request(setup.request))
+    job_row = bulk_runs.record_job_created(setup.engine, setup.run_id, cursor.page, setup.module, created.id, cursor.page_token)
+    (setup.folder / f"{created.id}.zip").unlink(missing_ok=True)  # a new job's result is not on disk yet
+    logger.info("Created Bulk Read job %s for page %s", created.id, cursor.page)
+    return job_row
+
+
+def progress_reporter(setup: ReadSetup, page: int, job_id: str) -> Callable[[str], Awaitable[None]]:
+    """``await on_state(state)``: move the progress artifact to ``state``'s share (:data:`STAGE_PROGRESS`)."""
+
+    async def on_state(state: str) -> None:
+        await aupdate_progress_artifact(setup.progress_id, STAGE_PROGRESS.get(state, 0.0), description=f"{setup.module} page {page}: job {job_id} {state}")
+
+    return on_state
+
+
+async def wait_for_page_job(setup: ReadSetup, job_id: str, on_state: Callable[[str], Awaitable[None]]) -> Any:
+    """Wait for job ``job_id`` to end (:func:`wait_for_job`); its stored row once ``COMPLETED``.
+
+    Raises :class:`~zoho.errors.BulkReadFailedError` (``FAILURE``), :class:`BulkReadTimeoutError`.
+    """
+    ended = await wait_for_job(setup.oauth_block, setup.engine, job_id, **asdict(setup.polling), on_state=on_state)
+    job_row = bulk_runs.get_job(setup.engine, job_id)
+    if ended.state is BulkState.FAILURE or job_row.state == "FAILURE":
+        raise job_failure(ended, job_row)
+    return job_row
+
+
+def job_failure(ended: BulkReadJob, job_row: Any) -> BulkReadFailedError:
+    """The error for a failed job: Zoho's ``result.error_message`` when the status had one, else what the store holds."""
+    error = ended.result.error_message if ended.result and ended.result.error_message else None
+    return BulkReadFailedError(
+        (error.code if error else None) or job_row.error_code or "FAILURE",
+        (error.message if error else None) or job_row.error_message or "the Bulk Read job failed",
+        error.details if error else {},
+        None,
+        f"Bulk Read job {job_row.id}",
+    )
+
+
+async def download_page(setup: ReadSetup, job_row: Any) -> Path:
+    """The job's zip in the run's folder, downloaded (task ``download-bulk-result``) unless a
+    previous attempt left it there."""
+    zip_path = setup.folder / f"{job_row.id}.zip"
+    if not zip_path.exists():
+        size = await download_bulk_result(setup.oauth_block, job_row.download_url, str(zip_path))
+        get_run_logger().info("Downloaded job %s: %.1f MB", job_row.id, size / 1e6)
+    return zip_path
+
+
+def load_page(setup: ReadSetup, job_id: str, zip_path: Path) -> LoadReport:
+    """Load the zip in one transaction (task ``load-bulk-page``). A file that cannot be loaded
+    (:class:`~sync.bulk_load.BulkFileError`) is deleted, so a rerun downloads the page again."""
+    try:
+        return load_bulk_page(setup.store_url, job_id, str(zip_path), setup.module, setup.file_type, setup.booking_field)
+    except BulkFileError:
+        zip_path.unlink(missing_ok=True)  # nothing was loaded: a rerun downloads the page again
+        raise
+
+
+def log_load(page: int, job_id: str, report: LoadReport) -> None:
+    """Log a loaded page, and warn when rows were rejected."""
+    logger = get_run_logger()
+    logger.info("Loaded page %s: %s records, %s rejected, in %.2f s", page, report.loaded, report.rejected, report.seconds)
+    if report.rejected:
+        logger.warning("%s rows of job %s were rejected: see the rejected_records table", report.rejected, job_id)
+
+
+async def finish_read(setup: ReadSetup, bookmark: datetime | None, pages: int, records: int, rejected: int) -> list[dict[str, Any]]:
+    """Mark the run ``completed``, drop its (empty) folder, advance the module's bookmark to
+    ``bookmark`` (the run's start, for a full read; None: leave it), publish the table
+    artifact and log the totals. Returns the table's rows (:func:`~tasks.bulk_read.job_summary`)."""
+    bulk_runs.finish_run(setup.engine, setup.run_id, "completed", pages, records, rejected)
     with contextlib.suppress(OSError):
-        folder.rmdir()  # empty once every page is loaded
-    if run.created_at is not None and not fields and criteria is None:
-        bulk_runs.set_bookmark(engine, module, run.created_at)
-    jobs = [job_summary(j) for j in bulk_runs.run_jobs(engine, run.id)]
-    await acreate_table_artifact(table=jobs, key=f"bulk-read-{module}".lower().replace("_", "-"), description=f"Bulk Read of {module}: {page_index} pages, {records} records, {rejected} rejected")
-    logger.info("Bulk Read of %s done: %s pages, %s records, %s rejected", module, page_index, records, rejected)
-    engine.dispose()
-    return {"run_id": run.id, "resumed": resumed, "pages": page_index, "records": records, "rejected": rejected, "jobs": jobs}
+        setup.folder.rmdir()  # empty once every page is loaded
+    if bookmark is not None:
+        bulk_runs.set_bookmark(setup.engine, setup.module, bookmark)
+    jobs = [job_summary(j) for j in bulk_runs.run_jobs(setup.engine, setup.run_id)]
+    module = setup.module
+    await acreate_table_artifact(table=jobs, key=f"bulk-read-{module}".lower().replace("_", "-"), description=f"Bulk Read of {module}: {pages} pages, {records} records, {rejected} rejected")
+    get_run_logger().info("Bulk Read of %s done: %s pages, %s records, %s rejected", module, pages, records, rejected)
+    return jobs
 
 
 @flow(name="bulk-read-callback", flow_run_name="bulk-read-callback-{job_id}")
@@ -229,7 +341,7 @@ async def bulk_read_callback(job_id: str, state: str, result: dict[str, Any] | N
 
     logger = get_run_logger()
     cfg = await AppointmentSyncConfig.aload(config_block)
-    engine = make_engine(cfg.state_store_url)
+    engine = open_store(cfg.state_store_url)
     try:
         stored = bulk_runs.record_callback(engine, {"data": [{"id": job_id, "state": state, "result": result or {}}]})
     finally:

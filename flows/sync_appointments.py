@@ -21,124 +21,83 @@ wanted, who won, why), published also when the run fails part-way, before the
 error is raised again. The run ends in a ``Completed`` state whose message is the
 summary's headline (``nothing to do: echo of an earlier write ...`` for a records
 run that found nothing to do; such a run is also renamed ``...-nothing-to-do-...``).
+
+The steps are the functions below :func:`sync_appointments`, in its order; the
+domain (rows, payloads, rules) is :mod:`sync.modules` and :mod:`sync.bookings`, the
+state store :mod:`sync.links`, the Zoho calls :mod:`tasks.sync`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import timedelta
-from typing import Literal
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, Iterable, Iterator, Literal
 
-from prefect import flow, get_run_logger
+from prefect import events, flow, get_client, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
-from sqlalchemy import func, select
-from sqlmodel import Session
 
 from blocks.sync_config import AppointmentSyncConfig
 from blocks.zoho_oauth import ZohoOAuth
 from flows.bulk_read import bulk_read
 from sync import bulk_runs
-from sync.engine import Action, Canon, Kind, Link, Plan, Side, SideState, plan_link
-from sync.links import BookingRecord, applied_keys, bookings_window, changed_links, log_actions, row_to_link, upsert_bookings, upsert_crm_appointments, write_base
+from sync.engine import Action, Kind, Link, Plan, Side, plan
+from sync.links import (
+    applied_keys,
+    bookings_window,
+    changed_links,
+    count_links,
+    crm_ids_for_bookings,
+    log_actions,
+    newest_modified_time,
+    upsert_bookings,
+    upsert_crm_records,
+    write_agreed,
+    write_base,
+)
+from sync.modules import CrmModule, crm_module
+from sync.outcomes import Outcome, call_failed, commit_write
 from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
-from sync.store import CrmAppointment, make_engine, utc_now
-from tasks.sync import CRM_FIELDS, Outcome, apply_bookings, apply_crm_batch, end_after, fetch_bookings, get_bookings, read_crm_changes
-
-CRM_BATCH = 100
-_CRM_STATUS_AFTER = {Kind.CANCEL: ("Cancelled", Canon.CANCELLED), Kind.COMPLETE: ("Completed", Canon.COMPLETED), Kind.RESCHEDULE: ("Scheduled", Canon.SCHEDULED)}
-
-
-def _count_links(engine) -> int:
-    c, b = CrmAppointment.__table__.c, BookingRecord.__table__.c
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(CrmAppointment.__table__.join(BookingRecord.__table__, c.booking_id == b.booking_id))).scalar_one()
-
-
-def _plan(engine, booking_ids, cfg, now, summary: SyncSummary) -> tuple[Plan, dict[str, Link]]:
-    out, links = Plan(), {}
-    rows = changed_links(engine, booking_ids)
-    for link in _safe_links(rows, summary):
-        summary.candidates += 1
-        links[link.booking_id] = link
-        actions, conflicts, agreed = plan_link(link, cfg.conflict_policy, now, cfg.initial_source)
-        out.actions.extend(actions)
-        out.conflicts.extend(conflicts)
-        if agreed:
-            out.agreed.append(link)
-    return out, links
-
-
-def _safe_links(links, summary: SyncSummary):
-    iterator = iter(links)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except ValueError as exc:  # a record with an unknown status or no start: recorded (InvalidLink carries the ids), skipped
-            summary.add_failure(invalid_record(getattr(exc, "booking_id", None), getattr(exc, "crm_id", None), str(exc)))
-
-
-def _commit_crm(engine, link: Link, outcome: Outcome) -> tuple:
-    action = outcome.action
-    raw, canon = _CRM_STATUS_AFTER[action.kind]
-    with Session(engine) as s:
-        row = s.get(CrmAppointment, action.crm_id)
-        start = action.start if action.kind is Kind.RESCHEDULE else link.crm.start
-        if row is not None:
-            row.end_time = end_after(start, row.start_time, row.end_time, row.duration) if action.kind is Kind.RESCHEDULE else row.end_time
-            row.start_time, row.status = start, raw
-            row.modified_time = outcome.modified or row.modified_time
-            s.add(row)
-            s.commit()
-    return (link.booking_id, link.crm_id, link.time_zone, SideState(start, canon), link.bookings)
-
-
-def _commit_bookings(engine, link: Link, outcome: Outcome) -> tuple:
-    from sync.engine import bookings_canon
-
-    start, status = outcome.start or link.bookings.start, outcome.status or "UPCOMING"
-    with Session(engine) as s:
-        row = s.get(BookingRecord, link.booking_id)
-        if row is not None:
-            row.start_time, row.status = start, status
-            if outcome.start is not None and row.end_time is not None and link.bookings.start is not None:
-                row.end_time = row.end_time + (start - link.bookings.start)
-            s.add(row)
-            s.commit()
-    return (link.booking_id, link.crm_id, link.time_zone, link.crm, SideState(start, bookings_canon(status)))
-
-
-def _run_name() -> str:
-    """``sync-incremental-2026-11-21T10:05Z``; webhook runs ``sync-records-#AN-00123-+4-2026-11-21T10:05Z`` (:func:`sync.report.run_name`)."""
-    from datetime import datetime, timezone
-
-    from prefect.runtime import flow_run as current
-
-    params = current.parameters
-    return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), params.get("crm_ids"), datetime.now(timezone.utc))
-
+from sync.store import Store, open_store, utc_now
+from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, get_bookings, read_crm_changes
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
 EVENT_NAMES = {Kind.RESCHEDULE: "zoho.appointment.rescheduled", Kind.CANCEL: "zoho.appointment.cancelled", Kind.COMPLETE: "zoho.appointment.completed", Kind.NO_SHOW: "zoho.appointment.no_show"}
 
 
-def _emit_applied(action: Action, run_id: str, config_block: str) -> None:
-    """One event per applied action, the appointment as the resource (no secrets)."""
-    from prefect.events import emit_event
+def _run_name() -> str:
+    """``sync-incremental-2026-11-21T10:05Z``; webhook runs ``sync-records-#AN-00123-+4-2026-11-21T10:05Z`` (:func:`sync.report.run_name`)."""
+    params = flow_run.parameters
+    return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), params.get("crm_ids"), datetime.now(timezone.utc))
 
-    emit_event(
-        event=EVENT_NAMES[action.kind],
-        resource={"prefect.resource.id": f"zoho.appointment.{action.booking_id}", "prefect.resource.name": action.booking_id, "zoho.crm.id": action.crm_id},
-        related=[
-            {"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"},
-            {"prefect.resource.id": f"zoho.crm.record.{action.crm_id}", "prefect.resource.role": "crm-record", "prefect.resource.name": action.crm_id},
-        ],
-        payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id},
-    )
+
+@dataclass
+class SyncRun:
+    """What the steps of one run share: the configuration, the CRM module, the open store,
+    the summary being filled, the ids of a records run, the links planned (by booking id)
+    and the Zoho calls made (by kind)."""
+
+    config_block: str
+    cfg: AppointmentSyncConfig
+    module: CrmModule
+    engine: Store
+    summary: SyncSummary
+    mode: str
+    booking_ids: list[str] | None
+    crm_ids: list[str] | None
+    now: datetime = field(default_factory=utc_now)
+    links: dict[str, Link] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    token_expiry: datetime | None = None
+
+    @property
+    def targeted(self) -> bool:
+        """A records run (``booking_ids`` / ``crm_ids``), as opposed to a full or incremental one."""
+        return self.summary.mode == "records"
 
 
 @flow(name="sync-appointments", flow_run_name=_run_name)
@@ -163,14 +122,20 @@ async def sync_appointments(
     targeted = booking_ids is not None or crm_ids is not None  # a webhook's lists, even empty: never a full run
     summary = SyncSummary(run_id=str(flow_run.get_id() or uuid.uuid4()), mode="records" if targeted else mode, dry_run=dry_run, started_at=utc_now())
     try:
-        await _sync(config_block, mode, dry_run, booking_ids, crm_ids, summary)
+        async with open_run(config_block, mode, booking_ids, crm_ids, summary) as run:
+            await read_crm_side(run)
+            await read_bookings_side(run)
+            planned = plan_changes(run)
+            if dry_run:
+                record_dry_run(run, planned)
+            else:
+                await recheck_applied(run, planned)
+                await apply_to_crm(run, planned)
+                await apply_to_bookings(run, planned)
+            advance_bookmark(run)
+            await finish(run)
     except Exception as exc:
-        summary.fail(exc, utc_now())
-        get_run_logger().error("Sync failed while %s, after %s applied: %s", summary.stage, summary.applied, summary.error)
-        try:
-            await _publish(summary)
-        except Exception as publish_error:  # noqa: BLE001 - the run's own error matters more
-            get_run_logger().warning("could not publish the summary of the failed run: %s", type(publish_error).__name__)
+        await _publish_failure(summary, exc)
         raise
     await _publish(summary)
     if targeted and summary.nothing_to_do:
@@ -178,10 +143,227 @@ async def sync_appointments(
     return Completed(message=summary.headline(), data=summary)  # type: ignore[return-value]  # the caller gets ``data``
 
 
+#: ``sync-on-webhook`` runs: a run that fails on a transient error (the Prefect API or
+#: Zoho beyond the task retries) is run again, so the ids a webhook named are not lost.
+#: Safe: applied changes are keyed and re-read, never sent twice.
+sync_records = sync_appointments.with_options(retries=2, retry_delay_seconds=10)
+
+
+# ------------------------------------------------------------------- steps
+@asynccontextmanager
+async def open_run(config_block: str, mode: str, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> AsyncIterator[SyncRun]:
+    """Load the configuration, pick the CRM module's adapter and open the state store (upgraded); closed at the end.
+
+    Raises ``NotImplementedError`` for a CRM module the sync does not handle yet.
+    """
+    summary.stage = "loading the configuration"
+    cfg = await AppointmentSyncConfig.aload(config_block)
+    module = crm_module(cfg.crm_module, cfg.booking_field)
+    engine = open_store(cfg.state_store_url)
+    try:
+        run = SyncRun(config_block, cfg, module, engine, summary, mode, booking_ids, crm_ids)
+        run.token_expiry = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at
+        yield run
+    finally:
+        engine.dispose()
+
+
+async def read_crm_side(run: SyncRun) -> None:
+    """Read the CRM records of this run into the store: the given ids and those linked to the
+    given bookings (records run; the bookings they name join the run), a Bulk Read of the
+    module (full run), or what changed since the bookmark minus the overlap (incremental)."""
+    run.summary.stage = "reading CRM"
+    cfg = run.cfg
+    if run.targeted:
+        ids = list(run.crm_ids or []) + crm_ids_for_bookings(run.engine, run.booking_ids or [], run.module.table)
+        if ids:
+            rows = await _read_crm(run, ids=sorted(set(ids)))
+            run.booking_ids = sorted(set(run.booking_ids or []) | {r["booking_id"] for r in rows if r["booking_id"]})
+    elif run.mode == "full":
+        report = await bulk_read(module=cfg.crm_module, oauth_block=cfg.oauth_block, store_url=cfg.state_store_url, booking_field=cfg.booking_field, poll_seconds=1.0)
+        run.calls["crm_bulk_jobs"] += report["pages"]
+    else:
+        mark = bulk_runs.get_bookmark(run.engine, cfg.crm_module)
+        await _read_crm(run, since=(mark - timedelta(minutes=cfg.incremental_overlap_minutes)) if mark else None)
+
+
+async def _read_crm(run: SyncRun, since: datetime | None = None, ids: list[str] | None = None) -> list[dict]:
+    """Read CRM records (see :func:`tasks.sync.read_crm_changes`) into the store; returns their rows."""
+    rows, calls = await read_crm_changes(run.cfg.oauth_block, run.module, since=since, ids=ids)
+    run.calls["crm_read"] += calls
+    upsert_crm_records(run.engine, run.module.table, rows)
+    return rows
+
+
+async def read_bookings_side(run: SyncRun) -> None:
+    """Read the bookings of this run into the store: each given booking (records run; one
+    that cannot be read is a reported failure), else the window of the run's mode."""
+    run.summary.stage = "reading Bookings"
+    cfg = run.cfg
+    if run.targeted:
+        ids = list(run.booking_ids or [])
+        rows, missing = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency)
+        run.calls["bookings_read"] += len(ids)
+        for booking_id in missing:
+            run.summary.add_failure(read_failure(booking_id, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
+    else:
+        past, future = (cfg.bookings_past_days, cfg.bookings_future_days) if run.mode == "full" else (cfg.incremental_past_days, cfg.incremental_future_days)
+        start, end = bookings_window(run.now, past, future)
+        rows, calls = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size)
+        run.calls["bookings_read"] += calls
+    upsert_bookings(run.engine, rows, run.now)
+
+
+def plan_changes(run: SyncRun) -> Plan:
+    """The three-way diff of the links whose sides differ from their base (:func:`sync.engine.plan`);
+    links that agree become the base at once; conflicts and deferred changes go to the summary."""
+    run.summary.stage = "planning"
+    summary = run.summary
+    summary.links = count_links(run.engine, run.module.table)
+    planned = _plan(run, run.booking_ids if run.targeted else None)
+    summary.unchanged = summary.links - summary.candidates if not run.targeted else 0
+    summary.planned = {k: v for k, v in planned.counts().items() if ":" in k and not k.startswith("conflict")}
+    write_agreed(run.engine, planned.agreed, run.now)
+    summary.agreed = len(planned.agreed)
+    summary.conflict_list.extend(conflicts_for(planned.conflicts, run.links, run.cfg.conflict_policy))
+    summary.conflicts = sum(1 for c in planned.conflicts if c.kind != "deferred")
+    summary.deferred = sum(1 for c in planned.conflicts if c.kind == "deferred")
+    get_run_logger().info(
+        "%s links, %s to look at: %s actions, %s conflicts, %s deferred", summary.links, summary.candidates, len(planned.actions), summary.conflicts, summary.deferred
+    )
+    return planned
+
+
+def _plan(run: SyncRun, booking_ids: list[str] | None) -> Plan:
+    """:func:`sync.engine.plan` over the changed links (of ``booking_ids`` when given)."""
+    rows = changed_links(run.engine, booking_ids, crm_table=run.module.table, crm_statuses=run.module.statuses)
+    return plan(_valid_links(run, rows), run.cfg.conflict_policy, run.now, run.cfg.initial_source)
+
+
+def _valid_links(run: SyncRun, links: Iterable[Link]) -> Iterator[Link]:
+    """The links, counted as candidates and kept in ``run.links``; a link that cannot be diffed
+    (an unknown status or no start: :class:`sync.links.InvalidLink`) is a reported failure, skipped."""
+    iterator = iter(links)
+    while True:
+        try:
+            link = next(iterator)
+        except StopIteration:
+            return
+        except ValueError as exc:
+            run.summary.add_failure(invalid_record(getattr(exc, "booking_id", None), getattr(exc, "crm_id", None), str(exc)))
+            continue
+        run.summary.candidates += 1
+        run.links[link.booking_id] = link
+        yield link
+
+
+def record_dry_run(run: SyncRun, planned: Plan) -> None:
+    """A dry run sends nothing: the planned actions are logged as ``dry_run``."""
+    run.summary.stage = "applying changes"
+    log_actions(run.engine, run.summary.run_id, [(a, "dry_run", None, None) for a in planned.actions])
+
+
+async def recheck_applied(run: SyncRun, planned: Plan) -> None:
+    """Planned changes whose key was applied before while our copy of the target does not show
+    it: re-read those links from both sides and plan them again (what a fresh read still
+    asks for is a real change), so nothing applied is sent twice."""
+    run.summary.stage = "applying changes"
+    already = applied_keys(run.engine, [a.key for a in planned.actions])
+    if not already:
+        return
+    stale = sorted({a.booking_id for a in planned.actions if a.key in already})
+    get_run_logger().warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
+    await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
+    rows, _ = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency)
+    run.calls["bookings_read"] += len(stale)
+    upsert_bookings(run.engine, rows, utc_now())
+    fresh = _plan(run, stale)
+    planned.actions = [a for a in planned.actions if a.booking_id not in set(stale)] + fresh.actions
+    write_agreed(run.engine, fresh.agreed, run.now)
+
+
+async def apply_to_crm(run: SyncRun, planned: Plan) -> None:
+    """Send the CRM changes, ``module.batch_size`` records per call; a batch that still fails
+    after its retries is a failed outcome for each of its records (retried next run)."""
+    run.summary.stage = "applying changes"
+    actions = [a for a in planned.actions if a.target is Side.CRM]
+    size = run.module.batch_size
+    for i in range(0, len(actions), size):
+        batch = actions[i : i + size]
+        run.calls["crm_write"] += 1
+        try:
+            outcomes = await apply_crm_batch(run.cfg.oauth_block, run.module.api_name, batch)
+        except Exception as exc:  # the whole batch failed after retries: each record goes to the retry queue
+            outcomes = [call_failed(a, exc) for a in batch]
+        _record(run, outcomes)
+
+
+async def apply_to_bookings(run: SyncRun, planned: Plan) -> None:
+    """Send the Bookings changes, ``bookings_concurrency`` calls at a time."""
+    run.summary.stage = "applying changes"
+    outcomes = await apply_bookings(run.cfg.oauth_block, [a for a in planned.actions if a.target is Side.BOOKINGS], run.cfg.bookings_concurrency)
+    run.calls["bookings_write"] += sum(o.sent for o in outcomes)
+    _record(run, outcomes)
+
+
+def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
+    """Each success: our copy of the target, the summary, an event; then the new bases and the action log."""
+    bases, log = [], []
+    for outcome in outcomes:
+        action = outcome.action
+        entry = change_entry(action, run.links.get(action.booking_id))
+        if outcome.ok:
+            bases.append(commit_write(run.engine, run.module, run.links[action.booking_id], outcome))
+            run.summary.applied += 1
+            run.summary.changes.append(entry)
+            log.append((action, "applied", outcome.code, outcome.message))
+            _emit_applied(action, run.summary.run_id, run.config_block)
+        else:
+            run.summary.add_failure({**entry, "code": outcome.code, "message": outcome.message})
+            log.append((action, "failed", outcome.code, outcome.message))
+    write_base(run.engine, bases)
+    log_actions(run.engine, run.summary.run_id, log)
+
+
+def advance_bookmark(run: SyncRun) -> None:
+    """After an incremental run, the module's bookmark moves to the newest ``Modified_Time``
+    stored (never past the run's start, never backwards)."""
+    run.summary.stage = "finishing"
+    if run.targeted or run.mode != "incremental":
+        return
+    newest = newest_modified_time(run.engine, run.module.table)
+    if newest is not None:
+        bulk_runs.set_bookmark(run.engine, run.cfg.crm_module, min(newest, run.now))
+
+
+async def finish(run: SyncRun) -> None:
+    """Close the summary: the calls made, whether the token was refreshed, the end time."""
+    summary = run.summary
+    summary.api_calls = dict(run.calls)
+    summary.token_refreshed = (await ZohoOAuth.aload(run.cfg.oauth_block)).expires_at != run.token_expiry
+    summary.finished_at = utc_now()
+    summary.stage = "done"
+    get_run_logger().info(
+        "Sync done: %s applied, %s failed, %s conflicts, %s deferred, %s agreed", summary.applied, summary.failed, summary.conflicts, summary.deferred, summary.agreed
+    )
+
+
+# ---------------------------------------------------------- run and report
+def _emit_applied(action: Action, run_id: str, config_block: str) -> None:
+    """One event per applied action, the appointment as the resource (no secrets)."""
+    events.emit_event(
+        event=EVENT_NAMES[action.kind],
+        resource={"prefect.resource.id": f"zoho.appointment.{action.booking_id}", "prefect.resource.name": action.booking_id, "zoho.crm.id": action.crm_id},
+        related=[
+            {"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"},
+            {"prefect.resource.id": f"zoho.crm.record.{action.crm_id}", "prefect.resource.role": "crm-record", "prefect.resource.name": action.crm_id},
+        ],
+        payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id},
+    )
+
+
 async def _rename_run(name: str) -> None:
     """Rename this flow run (one API call); a failure is logged, never raised."""
-    from prefect import get_client
-
     run_id = flow_run.get_id()
     if run_id is None or not name:
         return
@@ -200,8 +382,6 @@ async def _tag_run(*names: str) -> None:
     two more API calls per Zoho call, and a run that fails outright when the server
     answers that request 503 under load (seen in benchmarks/webhook_latency.py).
     """
-    from prefect import get_client
-
     run_id = flow_run.get_id()
     if run_id is None:
         return
@@ -209,150 +389,14 @@ async def _tag_run(*names: str) -> None:
         await client.update_flow_run(run_id, tags=sorted(set(flow_run.get_tags()) | set(names)))
 
 
-#: ``sync-on-webhook`` runs: a run that fails on a transient error (the Prefect API or
-#: Zoho beyond the task retries) is run again, so the ids a webhook named are not lost.
-#: Safe: applied changes are keyed and re-read, never sent twice.
-sync_records = sync_appointments.with_options(retries=2, retry_delay_seconds=10)
-
-
-async def _sync(config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> None:
-    """The sync itself, filling ``summary`` as it goes (``summary.stage`` names the step)."""
-    summary.stage = "loading the configuration"
-    cfg = await AppointmentSyncConfig.aload(config_block)
-    if cfg.crm_module != "Appointments__s":
-        raise NotImplementedError("syncing Events (Meetings) is not built yet; use crm_module=Appointments__s")
-    engine = make_engine(cfg.state_store_url)
+async def _publish_failure(summary: SyncSummary, exc: Exception) -> None:
+    """Close the summary with the error and publish it; a failure to publish is logged (the run's own error matters more)."""
+    summary.fail(exc, utc_now())
+    get_run_logger().error("Sync failed while %s, after %s applied: %s", summary.stage, summary.applied, summary.error)
     try:
-        await _sync_with(engine, cfg, config_block, mode, dry_run, booking_ids, crm_ids, summary)
-    finally:
-        engine.dispose()
-
-
-async def _sync_with(engine, cfg: AppointmentSyncConfig, config_block: str, mode: str, dry_run: bool, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> None:
-    logger = get_run_logger()
-    now = utc_now()
-    targeted = summary.mode == "records"
-    calls: Counter[str] = Counter()
-    token_before = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at
-
-    # 1. the CRM side
-    summary.stage = "reading CRM"
-    if targeted:
-        ids = list(crm_ids or [])
-        if booking_ids:
-            with engine.connect() as conn:
-                c = CrmAppointment.__table__.c
-                ids += [r[0] for r in conn.execute(select(c.id).where(c.booking_id.in_(booking_ids)))]
-        if ids:
-            rows, n = await read_crm_changes(cfg.oauth_block, cfg.crm_module, cfg.booking_field, ids=sorted(set(ids)))
-            calls["crm_read"] += n
-            upsert_crm_appointments(engine, rows)
-            booking_ids = sorted(set(booking_ids or []) | {r["booking_id"] for r in rows if r["booking_id"]})
-    elif mode == "full":
-        report = await bulk_read(module=cfg.crm_module, oauth_block=cfg.oauth_block, store_url=cfg.state_store_url, booking_field=cfg.booking_field, poll_seconds=1.0)
-        calls["crm_bulk_jobs"] += report["pages"]
-    else:
-        mark = bulk_runs.get_bookmark(engine, cfg.crm_module)
-        since = (mark - timedelta(minutes=cfg.incremental_overlap_minutes)) if mark else None
-        rows, n = await read_crm_changes(cfg.oauth_block, cfg.crm_module, cfg.booking_field, since=since)
-        calls["crm_read"] += n
-        upsert_crm_appointments(engine, rows)
-
-    # 2. the Bookings side
-    summary.stage = "reading Bookings"
-    if targeted:
-        rows, missing = await get_bookings(cfg.oauth_block, list(booking_ids or []), cfg.bookings_concurrency)
-        calls["bookings_read"] += len(booking_ids or [])
-        for bid in missing:
-            summary.add_failure(read_failure(bid, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
-    else:
-        past, future = (cfg.bookings_past_days, cfg.bookings_future_days) if mode == "full" else (cfg.incremental_past_days, cfg.incremental_future_days)
-        start, end = bookings_window(now, past, future)
-        rows, n = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size)
-        calls["bookings_read"] += n
-    upsert_bookings(engine, rows, now)
-
-    # 3. the diff
-    summary.stage = "planning"
-    summary.links = _count_links(engine)
-    plan, links = _plan(engine, booking_ids if targeted else None, cfg, now, summary)
-    summary.unchanged = summary.links - summary.candidates if not targeted else 0
-    summary.planned = {k: v for k, v in plan.counts().items() if ":" in k and not k.startswith("conflict")}
-    write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in plan.agreed], now)
-    summary.agreed = len(plan.agreed)
-    summary.conflict_list.extend(conflicts_for(plan.conflicts, links, cfg.conflict_policy))
-    summary.conflicts = sum(1 for c in plan.conflicts if c.kind != "deferred")
-    summary.deferred = sum(1 for c in plan.conflicts if c.kind == "deferred")
-    logger.info("%s links, %s to look at: %s actions, %s conflicts, %s deferred", summary.links, summary.candidates, len(plan.actions), summary.conflicts, summary.deferred)
-
-    # 4. apply
-    summary.stage = "applying changes"
-    if dry_run:
-        log_actions(engine, summary.run_id, [(a, "dry_run", None, None) for a in plan.actions])
-    else:
-        already = applied_keys(engine, [a.key for a in plan.actions])
-        if already:  # sent before, yet our copy of the target does not show it: re-read before deciding
-            stale = sorted({a.booking_id for a in plan.actions if a.key in already})
-            logger.warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
-            rows, n = await read_crm_changes(cfg.oauth_block, cfg.crm_module, cfg.booking_field, ids=sorted({links[b].crm_id for b in stale}))
-            calls["crm_read"] += n
-            upsert_crm_appointments(engine, rows)
-            rows, _ = await get_bookings(cfg.oauth_block, stale, cfg.bookings_concurrency)
-            calls["bookings_read"] += len(stale)
-            upsert_bookings(engine, rows, utc_now())
-            plan.actions = [a for a in plan.actions if a.booking_id not in set(stale)]
-            fresh, fresh_links = _plan(engine, stale, cfg, now, summary)
-            links.update(fresh_links)
-            plan.actions += fresh.actions  # what a fresh read still asks for is a real change
-            write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in fresh.agreed], now)
-        todo = plan.actions
-        crm_actions = [a for a in todo if a.target is Side.CRM]
-        for i in range(0, len(crm_actions), CRM_BATCH):
-            batch = crm_actions[i : i + CRM_BATCH]
-            calls["crm_write"] += 1
-            try:
-                outcomes = await apply_crm_batch(cfg.oauth_block, cfg.crm_module, batch)
-            except Exception as exc:  # the whole batch failed after retries: each record goes to the retry queue
-                outcomes = [Outcome(a, False, getattr(exc, "code", type(exc).__name__), str(exc), transient=True) for a in batch]
-            _record(engine, summary, links, outcomes, _commit_crm, config_block)
-        bk_actions = [a for a in todo if a.target is Side.BOOKINGS]
-        bk_outcomes = await apply_bookings(cfg.oauth_block, bk_actions, cfg.bookings_concurrency)
-        calls["bookings_write"] += sum(o.sent for o in bk_outcomes)
-        _record(engine, summary, links, bk_outcomes, _commit_bookings, config_block)
-
-    # 5. bookmark and report
-    summary.stage = "finishing"
-    if not targeted and mode == "incremental":
-        with engine.connect() as conn:
-            newest = conn.execute(select(func.max(CrmAppointment.__table__.c.modified_time))).scalar_one_or_none()
-        if newest is not None:
-            from sync.store import UTCDateTime
-
-            newest = UTCDateTime().process_result_value(newest, engine.dialect) if isinstance(newest, str) else newest
-            bulk_runs.set_bookmark(engine, cfg.crm_module, min(newest, now))
-    summary.api_calls = dict(calls)
-    summary.token_refreshed = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at != token_before
-    summary.finished_at = utc_now()
-    summary.stage = "done"
-    logger.info("Sync done: %s applied, %s failed, %s conflicts, %s deferred, %s agreed", summary.applied, summary.failed, summary.conflicts, summary.deferred, summary.agreed)
-
-
-def _record(engine, summary: SyncSummary, links: dict[str, Link], outcomes: list[Outcome], commit, config_block: str) -> None:
-    bases, log = [], []
-    for o in outcomes:
-        a: Action = o.action
-        entry = change_entry(a, links.get(a.booking_id))
-        if o.ok:
-            bases.append(commit(engine, links[a.booking_id], o))
-            summary.applied += 1
-            summary.changes.append(entry)
-            log.append((a, "applied", o.code, o.message))
-            _emit_applied(a, summary.run_id, config_block)
-        else:
-            summary.add_failure({**entry, "code": o.code, "message": o.message})
-            log.append((a, "failed", o.code, o.message))
-    write_base(engine, bases)
-    log_actions(engine, summary.run_id, log)
+        await _publish(summary)
+    except Exception as publish_error:  # noqa: BLE001 - the run's own error matters more
+        get_run_logger().warning("could not publish the summary of the failed run: %s", type(publish_error).__name__)
 
 
 async def _publish(summary: SyncSummary) -> None:

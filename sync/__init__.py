@@ -1,5 +1,13 @@
-"""Pure sync engine: the sqlmodel state store, the three-way diff and change plans.
+"""The sync engine: the state store, the three-way diff, CRM module adapters, the run summary.
 No Prefect, no HTTP.
 
-Built in issues 4 and 5; empty until then.
+* :mod:`sync.settings`: ``APPT_SYNC_*`` settings (data dir, state store URL, work dir).
+* :mod:`sync.tables`: every table of the state store; :mod:`sync.migrations`: its schema (Alembic).
+* :mod:`sync.store`: engines, :func:`~sync.store.open_store` (schema upgraded), shared upserts.
+* :mod:`sync.links`: the sync's queries (both sides, the diff's candidates, base, action log).
+* :mod:`sync.bulk_runs`, :mod:`sync.bulk_load`: Bulk Read bookkeeping and the result-file loader.
+* :mod:`sync.engine`: the three-way diff (pure).
+* :mod:`sync.modules`: CRM module adapters (``Appointments__s``); :mod:`sync.bookings`: the Bookings side.
+* :mod:`sync.outcomes`: what became of each write, recorded in the store.
+* :mod:`sync.report`: the run summary and its artifacts' rows.
 """

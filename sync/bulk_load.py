@@ -16,6 +16,21 @@ nothing: an error part-way through a page rolls the whole page back. Columns the
 loader does not map are ignored and listed in :attr:`LoadReport.extra_columns`.
 An upsert never replaces a record with an older one (by ``Modified_Time``) and
 sets only the columns the file has.
+
+Why the row conversion is not plainly written (issue 12): it is the hardest code
+here to change safely (:func:`_converter` compiles one expression per file with
+``eval``; :func:`_sqlite_datetime_codec` assembles UTC text from clock tables), so
+it was measured against a floor, ``benchmarks/bulk_ingest.py``'s bare
+``csv.reader`` + ``sqlite3.executemany`` of the same seven columns into the same
+table with no validation or conversion (200,000 rows, CPU seconds of the best run,
+interleaved, on a 2-CPU machine shared with other work): this code 1.6-1.8x the
+floor (1.45-1.75 s against 0.92-1.0 s); the same conversion written plainly (a
+loop over ``(index, codec)`` pairs, ``isoformat()`` behind the same per-string
+cache) 1.9-2.0x (1.86-1.92 s); either trick alone 1.7-2.0x. The plain version
+misses the 1.5x bar that would have let it replace them, and the two take 9-13 %
+off the CPU time of a page's load, so they stay; ``tests/test_bulk_load.py`` and
+``tests/test_properties.py`` pin their behaviour to :func:`parse_datetime` and
+:class:`~sync.tables.UTCDateTime`. Figures in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -31,9 +46,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, update
 
-from .store import UTC, BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, insert_on_conflict, utc_now
+from .store import upsert_newer
+from .tables import UTC, BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, utc_now
 
 #: Rows per executemany batch.
 BATCH_SIZE = 5000
@@ -140,23 +156,6 @@ class LoadReport:
     seconds: float = 0.0
 
 
-def _upsert(engine: Engine, table: Any, columns: list[str] | None = None):
-    """``INSERT ... ON CONFLICT (id) DO UPDATE`` that never goes back in ``modified_time``.
-
-    The update sets ``columns`` only (default: every column but ``id``): a file
-    without an optional column leaves that column of a stored record alone.
-    """
-    stmt = insert_on_conflict(engine, table)
-    names = columns or [c.name for c in table.__table__.columns]
-    cols = {name: getattr(stmt.excluded, name) for name in names if name != "id"}
-    current = table.__table__.c.modified_time
-    return stmt.on_conflict_do_update(
-        index_elements=["id"],
-        set_=cols,
-        where=or_(current.is_(None), stmt.excluded.modified_time.is_(None), stmt.excluded.modified_time >= current),
-    )
-
-
 def _open_member(archive: zipfile.ZipFile, job_id: str, suffix: str) -> zipfile.ZipExtFile:
     """The ``{job_id}{suffix}`` member (or the only ``*{suffix}`` one); ``BulkFileError`` when there is
     none, or when ``zipfile`` cannot read it (encrypted, or a compression method it lacks)."""
@@ -255,7 +254,7 @@ def _plan(engine: Engine, header: list[str], mapping: ModuleMapping, job_id: str
     table_columns = mapping.table.__table__.columns
     mapped = [(header.index(csv_col), csv_col, col, conv) for csv_col, (col, conv) in mapping.columns.items() if csv_col in header]
     names = [col for _, _, col, _ in mapped] + ["job_id", "loaded_at"]
-    statement = _upsert(engine, mapping.table, names)
+    statement = upsert_newer(engine, mapping.table, names)
     compiled = statement.compile(dialect=engine.dialect, column_keys=names)
     constants = (job_id, UTCDateTime().process_bind_param(loaded_at, engine.dialect))
     cells = [(i, csv_col, _codec(conv, table_columns[col].type, engine.dialect)) for i, csv_col, col, conv in mapped]
@@ -460,7 +459,7 @@ def load_ics_zip(engine: Engine, zip_path: Path | str, job_id: str, booking_prop
             rejected.append({"line": position, "record_id": str(component.get("UID") or "") or None, "error": str(exc), "raw": component.to_ical().decode(errors="replace")[:2000]})
     with engine.begin() as conn:
         if rows:
-            conn.execute(_upsert(engine, CrmEvent), rows)
+            conn.execute(upsert_newer(engine, CrmEvent), rows)
         report.loaded = len(rows)
         _finish(conn, report, rejected, loaded_at)
     report.seconds = time.perf_counter() - started

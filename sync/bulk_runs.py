@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from .store import Bookmark, BulkJob, BulkReadRun, utc_now
+from .tables import Bookmark, BulkJob, BulkReadRun, utc_now
 
 #: Zoho keeps a job's result (and its ``next_page_token``) this long; we stay under it.
 RESUME_WINDOW = timedelta(hours=23)

@@ -1,6 +1,7 @@
-"""Links between CRM appointments and bookings: the Bookings side, the base, the action log.
+"""The sync's queries of the state store: the CRM and Bookings sides, the links' base, the action log.
 
 Pure data access (SQLAlchemy/SQLModel, bound parameters only): no Prefect, no HTTP.
+The tables are in :mod:`sync.tables`:
 
 * ``bookings``: the Bookings side as last fetched. Bookings exposes no
   modification time, so ``changed_at`` is when we first saw the current
@@ -20,68 +21,15 @@ does not grow with the number of unchanged appointments.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import Engine, and_, case, or_, select
-from sqlmodel import Field, Session, SQLModel
+from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlmodel import Session
+from sqlmodel import select as sm_select
 
 from .engine import BOOKINGS_TO_CANON, CRM_TO_CANON, Action, Canon, Link, SideState
-from .store import CrmAppointment, _dt, insert_on_conflict, utc_now
-
-
-class BookingRecord(SQLModel, table=True):
-    """A Zoho Bookings appointment as last fetched (instants in UTC)."""
-
-    __tablename__ = "bookings"
-
-    booking_id: str = Field(primary_key=True)
-    start_time: datetime | None = _dt()
-    end_time: datetime | None = _dt()
-    status: str
-    time_zone: str
-    staff_id: str | None = None
-    service_id: str | None = None
-    changed_at: datetime | None = _dt()
-    fetched_at: datetime | None = _dt()
-
-
-class SyncBase(SQLModel, table=True):
-    """The last state both sides agreed on, per link."""
-
-    __tablename__ = "sync_base"
-
-    booking_id: str = Field(primary_key=True)
-    crm_id: str = Field(index=True)
-    crm_start: datetime | None = _dt()
-    crm_status: str
-    bookings_start: datetime | None = _dt()
-    bookings_status: str
-    time_zone: str
-    agreed_at: datetime | None = _dt()
-
-
-class SyncAction(SQLModel, table=True):
-    """One planned change and what became of it (the action log and retry queue)."""
-
-    __tablename__ = "sync_actions"
-
-    key: str = Field(primary_key=True)
-    run_id: str = Field(index=True)
-    booking_id: str = Field(index=True)
-    crm_id: str
-    target: str
-    kind: str
-    value: str
-    status: str = Field(index=True)  # planned | applied | failed | deferred | conflict | dry_run
-    attempts: int = 0
-    code: str | None = None
-    message: str | None = None
-    created_at: datetime | None = _dt()
-    updated_at: datetime | None = _dt()
-
-
-def _insert(engine: Engine, table: Any):
-    return insert_on_conflict(engine, table)
+from .store import insert_on_conflict, upsert_newer
+from .tables import BookingRecord, CrmAppointment, SyncAction, SyncBase, UTCDateTime, utc_now
 
 
 def upsert_bookings(engine: Engine, rows: Iterable[dict[str, Any]], now: datetime | None = None) -> int:
@@ -92,7 +40,7 @@ def upsert_bookings(engine: Engine, rows: Iterable[dict[str, Any]], now: datetim
     rows = [{**r, "fetched_at": now, "changed_at": now} for r in rows]
     if not rows:
         return 0
-    stmt = _insert(engine, BookingRecord)
+    stmt = insert_on_conflict(engine, BookingRecord)
     table = BookingRecord.__table__
     moved = or_(table.c.start_time.is_distinct_from(stmt.excluded.start_time), table.c.status.is_distinct_from(stmt.excluded.status))
     stmt = stmt.on_conflict_do_update(
@@ -108,32 +56,48 @@ def upsert_bookings(engine: Engine, rows: Iterable[dict[str, Any]], now: datetim
     return len(rows)
 
 
-def upsert_crm_appointments(engine: Engine, rows: Iterable[dict[str, Any]]) -> int:
-    """Store CRM appointments read by the records API (table columns as keys); never goes back in ``modified_time``."""
-    from .bulk_load import _upsert
+def upsert_crm_records(engine: Engine, table: Any, rows: Iterable[dict[str, Any]]) -> int:
+    """Store CRM records read by the records API into ``table`` (a CRM table class; its columns as keys).
 
+    Never goes back in ``modified_time`` (:func:`sync.store.upsert_newer`). Returns the number of rows given.
+    """
     rows = list(rows)
     if rows:
         with engine.begin() as conn:
-            conn.execute(_upsert(engine, CrmAppointment), rows)
+            conn.execute(upsert_newer(engine, table), rows)
     return len(rows)
 
 
-def _canon_case(column: Any, table: dict[str, Canon]) -> Any:
+def upsert_crm_appointments(engine: Engine, rows: Iterable[dict[str, Any]]) -> int:
+    """:func:`upsert_crm_records` into ``crm_appointments``."""
+    return upsert_crm_records(engine, CrmAppointment, rows)
+
+
+def _canon_case(column: Any, table: Mapping[str, Canon]) -> Any:
     return case({k: v.value for k, v in table.items()}, value=column, else_=column)
 
 
-def changed_links(engine: Engine, booking_ids: Iterable[str] | None = None, chunk: int = 2000) -> Iterator[Link]:
+def changed_links(
+    engine: Engine,
+    booking_ids: Iterable[str] | None = None,
+    chunk: int = 2000,
+    *,
+    crm_table: Any = CrmAppointment,
+    crm_statuses: Mapping[str, Canon] = CRM_TO_CANON,
+) -> Iterator[Link]:
     """Links whose CRM or Bookings side differs from the base, or that have no base.
 
-    Joins ``crm_appointments`` and ``bookings`` on the booking id (left join
-    ``sync_base``); the comparison runs in SQL. ``booking_ids`` limits it to those links.
+    Joins ``crm_table`` (default ``crm_appointments``; its ``status`` words mapped by
+    ``crm_statuses``) and ``bookings`` on the booking id (left join ``sync_base``);
+    the comparison runs in SQL. ``booking_ids`` limits it to those links. Rows come
+    ``chunk`` at a time, ordered by booking id.
     Unknown statuses are passed through and :func:`row_to_link` raises ``ValueError``
-    for that link; the iterator stays usable, so a caller that catches the error on
-    ``next()`` records the bad link and goes on with the rest.
+    (:class:`InvalidLink`) for that link; the iterator stays usable, so a caller that
+    catches the error on ``next()`` records the bad link and goes on with the rest.
     """
-    c, b, s = CrmAppointment.__table__.c, BookingRecord.__table__.c, SyncBase.__table__.c
-    crm_status = _canon_case(c.status, CRM_TO_CANON)
+    crm = crm_table.__table__
+    c, b, s = crm.c, BookingRecord.__table__.c, SyncBase.__table__.c
+    crm_status = _canon_case(c.status, crm_statuses)
     bk_status = _canon_case(b.status, BOOKINGS_TO_CANON)
     query = (
         select(
@@ -142,7 +106,7 @@ def changed_links(engine: Engine, booking_ids: Iterable[str] | None = None, chun
             b.changed_at, b.end_time.label("bk_end"), s.crm_start.label("base_crm_start"), s.crm_status.label("base_crm_status"),
             s.bookings_start.label("base_bk_start"), s.bookings_status.label("base_bk_status"), s.agreed_at.label("base_at"),
         )
-        .select_from(CrmAppointment.__table__.join(BookingRecord.__table__, c.booking_id == b.booking_id).outerjoin(SyncBase.__table__, s.booking_id == b.booking_id))
+        .select_from(crm.join(BookingRecord.__table__, c.booking_id == b.booking_id).outerjoin(SyncBase.__table__, s.booking_id == b.booking_id))
         .where(
             or_(
                 s.booking_id.is_(None),
@@ -200,8 +164,13 @@ def row_to_link(row: Any) -> Link:
     )
 
 
-def write_base(engine: Engine, links: Iterable[tuple[str, str, str, SideState, SideState]], now: datetime | None = None) -> int:
-    """Record agreement: rows of ``(booking_id, crm_id, time_zone, crm_state, bookings_state)``."""
+#: A base row as :func:`write_base` takes it: ``(booking_id, crm_id, time_zone, crm_state, bookings_state)``.
+BaseRow = tuple[str, str, str, SideState, SideState]
+
+
+def write_base(engine: Engine, links: Iterable[BaseRow], now: datetime | None = None) -> int:
+    """Record agreement: rows of ``(booking_id, crm_id, time_zone, crm_state, bookings_state)``,
+    agreed at ``now`` (default now, UTC). Returns the number of rows."""
     now = now or utc_now()
     rows = [
         {"booking_id": bid, "crm_id": cid, "time_zone": tz, "crm_start": cs.start, "crm_status": cs.status.value,
@@ -210,7 +179,7 @@ def write_base(engine: Engine, links: Iterable[tuple[str, str, str, SideState, S
     ]
     if not rows:
         return 0
-    stmt = _insert(engine, SyncBase)
+    stmt = insert_on_conflict(engine, SyncBase)
     stmt = stmt.on_conflict_do_update(index_elements=["booking_id"], set_={k: getattr(stmt.excluded, k) for k in rows[0] if k != "booking_id"})
     with engine.begin() as conn:
         conn.execute(stmt, rows)
@@ -228,7 +197,7 @@ def log_actions(engine: Engine, run_id: str, entries: Iterable[tuple[Action, str
     ]
     if not rows:
         return
-    stmt = _insert(engine, SyncAction)
+    stmt = insert_on_conflict(engine, SyncAction)
     table = SyncAction.__table__
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"],
@@ -253,11 +222,57 @@ def applied_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
 def retry_queue(engine: Engine) -> list[SyncAction]:
     """Actions waiting for another run (``failed`` or ``deferred``)."""
     with Session(engine) as s:
-        from sqlmodel import select as sm_select
-
         return list(s.exec(sm_select(SyncAction).where(SyncAction.status.in_(["failed", "deferred"]))))
 
 
+def write_agreed(engine: Engine, links: Iterable[Link], now: datetime | None = None) -> int:
+    """Record that both sides of each link agree as they are now (:func:`write_base` of their current sides)."""
+    return write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in links], now)
+
+
+def count_links(engine: Engine, crm_table: Any = CrmAppointment) -> int:
+    """How many CRM records of ``crm_table`` are linked to a stored booking."""
+    c, b = crm_table.__table__.c, BookingRecord.__table__.c
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(crm_table.__table__.join(BookingRecord.__table__, c.booking_id == b.booking_id))).scalar_one()
+
+
+def crm_ids_for_bookings(engine: Engine, booking_ids: Iterable[str], crm_table: Any = CrmAppointment) -> list[str]:
+    """Ids of the stored CRM records of ``crm_table`` linked to any of ``booking_ids`` (in no set order)."""
+    booking_ids = list(booking_ids)
+    if not booking_ids:
+        return []
+    c = crm_table.__table__.c
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(c.id).where(c.booking_id.in_(booking_ids)))]
+
+
+def newest_modified_time(engine: Engine, crm_table: Any = CrmAppointment) -> datetime | None:
+    """The newest ``modified_time`` stored in ``crm_table`` (aware UTC), or None when it has none."""
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(crm_table.__table__.c.modified_time))).scalar_one_or_none()
+    return UTCDateTime().process_result_value(newest, engine.dialect) if isinstance(newest, str) else newest
+
+
+def update_row(engine: Engine, table: Any, key: str, change: Callable[[Mapping[str, Any]], dict[str, Any]]) -> bool:
+    """Set the columns ``change(row)`` returns on the row of ``table`` whose primary key is ``key``.
+
+    ``change`` gets the stored row (column name -> value, instants aware UTC) and
+    returns the new values; read and write are one transaction. Returns False (and
+    changes nothing) when no such row is stored.
+    """
+    t = table.__table__
+    pk = list(t.primary_key.columns)[0]
+    with engine.begin() as conn:
+        row = conn.execute(select(t).where(pk == key)).mappings().first()
+        if row is None:
+            return False
+        values = change(row)
+        if values:
+            conn.execute(update(t).where(pk == key).values(**values))
+    return True
+
+
 def bookings_window(now: datetime, past_days: int, future_days: int) -> tuple[datetime, datetime]:
-    """The Bookings fetch window around ``now``."""
+    """The Bookings fetch window around ``now``: ``(now - past_days, now + future_days)`` (days of 24 h)."""
     return now - timedelta(days=past_days), now + timedelta(days=future_days)

@@ -1,191 +1,85 @@
-"""The state store: CRM records the sync needs, Bulk Read runs and jobs, rejected rows, bookmarks.
+"""The state store: engines, its schema (Alembic migrations) and the upserts every writer shares.
 
-SQLModel tables on SQLite or PostgreSQL: a SQLite file under the project's data
-folder by default (``.data/state.db``; ``APPT_SYNC_STATE_STORE_URL`` to change),
-PostgreSQL in production (``postgresql+psycopg://user@host:5432/db``, one database
-per organisation; the password from ``PGPASSWORD`` or ``~/.pgpass`` rather than the
-URL). Upserts are ``INSERT ... ON CONFLICT`` (:func:`insert_on_conflict`), which
-both databases share. All SQL goes through SQLAlchemy with bound parameters.
-Every ``datetime`` column is stored in UTC and read back timezone-aware (UTC),
-whatever the database (SQLite has no time zones).
+SQLite under the project's data folder by default (``.data/state.db``; see
+:class:`~sync.settings.AppSettings`), PostgreSQL in production
+(``postgresql+psycopg://user@host:5432/db``, one database per organisation; the
+password from ``PGPASSWORD`` or ``~/.pgpass`` rather than the URL). The tables are
+in :mod:`sync.tables`; the queries of the sync in :mod:`sync.links`, of Bulk Read in
+:mod:`sync.bulk_runs` and :mod:`sync.bulk_load`. All SQL goes through SQLAlchemy
+with bound parameters.
+
+Opening a store: :func:`open_store` (whoever writes: the flows, the receiver, the
+Bulk Read loader) upgrades its schema to the newest migration once per process
+and URL, then hands out an engine; :func:`make_engine` only makes the engine.
+:func:`upgrade_store` adopts a store made by an older release's ``create_all``
+(tables but no ``alembic_version``) by stamping it, without touching its rows.
+
+A new column or table: change :mod:`sync.tables`, then write a migration into
+``sync/migrations/versions/`` (``alembic.command.revision(alembic_config(url),
+autogenerate=True, message=...)`` drafts one against an upgraded store).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from datetime import datetime, timezone
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, String, Text, create_engine, event, func, select
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, SQLModel
+from .settings import AppSettings
+from .tables import (
+    UTC,
+    BookingRecord,
+    Bookmark,
+    BulkJob,
+    BulkReadRun,
+    CrmAppointment,
+    CrmEvent,
+    RejectedRecord,
+    SyncAction,
+    SyncBase,
+    TABLES,
+    UTCDateTime,
+    utc_now,
+)
 
-UTC = timezone.utc
-DEFAULT_DATA_DIR = Path(os.environ.get("APPT_SYNC_DATA_DIR", Path.cwd() / ".data"))
+__all__ = [
+    "UTC", "BookingRecord", "Bookmark", "BulkJob", "BulkReadRun", "CrmAppointment", "CrmEvent", "RejectedRecord", "SyncAction",
+    "SyncBase", "TABLES", "UTCDateTime", "utc_now", "MIGRATIONS", "INITIAL_REVISION", "SCHEMA_LOCK_KEY", "StoreSchemaError", "default_store_url",
+    "Store", "make_engine", "alembic_config", "upgrade_store", "open_store", "insert_on_conflict", "upsert_newer",
+]
+
+#: The handle of an open state store (what :func:`open_store` returns): a SQLAlchemy engine.
+Store = Engine
+
+#: The Alembic script folder (inside the package, so an installed copy has it).
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: The migration that creates the schema of the releases before migrations (``create_all``).
+INITIAL_REVISION = "0001"
+
+#: Lock held while a schema is upgraded. PostgreSQL: the key of a transaction-level
+#: advisory lock (flow runs of one organisation starting at once on several workers
+#: would otherwise race in ``CREATE TABLE``: ``pg_type_typname_nsp_index`` unique
+#: violations). SQLite takes its write lock instead (``BEGIN IMMEDIATE``).
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"zoho-appointment-sync:schema").digest()[:8], "big", signed=True)
+
+
+class StoreSchemaError(RuntimeError):
+    """A store without migration history that holds some of the tables but not all: not adopted."""
 
 
 def default_store_url() -> str:
-    """``APPT_SYNC_STATE_STORE_URL``, else ``sqlite:///<data dir>/state.db``."""
-    return os.environ.get("APPT_SYNC_STATE_STORE_URL") or f"sqlite:///{DEFAULT_DATA_DIR / 'state.db'}"
-
-
-class UTCDateTime(TypeDecorator):
-    """An aware ``datetime`` stored in UTC; naive values are refused (``ValueError``).
-
-    PostgreSQL: ``timestamptz``. SQLite (no time zones): ISO 8601 text in UTC
-    (``2026-11-01T04:30:00+00:00``), which sorts and compares in time order and
-    costs a fraction of SQLAlchemy's own SQLite datetime binding on bulk loads.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        return dialect.type_descriptor(String(40) if dialect.name == "sqlite" else DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored: give a time zone")
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        return value.isoformat() if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def insert_on_conflict(engine: Engine, table: Any) -> Any:
-    """An ``INSERT`` for ``table`` that offers ``on_conflict_do_update`` on the engine's database.
-
-    The state store upserts with ``INSERT ... ON CONFLICT``, which SQLite and
-    PostgreSQL share (each through its own SQLAlchemy construct); any other
-    database is refused here rather than with an obscure SQL error later.
-    """
-    name = engine.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"the state store runs on SQLite or PostgreSQL, not {name}")
-    return insert(table)
-
-
-def utc_now() -> datetime:
-    """Now, aware UTC."""
-    return datetime.now(UTC)
-
-
-def _dt(**kwargs: Any) -> Any:
-    return Field(default=None, sa_column=Column(UTCDateTime(), **kwargs))
-
-
-class CrmAppointment(SQLModel, table=True):
-    """A CRM ``Appointments__s`` record as last read (bulk or API): what the sync compares."""
-
-    __tablename__ = "crm_appointments"
-
-    id: str = Field(primary_key=True)
-    booking_id: str | None = Field(default=None, index=True)
-    start_time: datetime | None = _dt()
-    end_time: datetime | None = _dt()
-    duration: int | None = Field(default=None, sa_type=BigInteger)  # 64-bit on PostgreSQL too, as on SQLite
-    status: str | None = None
-    modified_time: datetime | None = _dt()
-    job_id: str | None = None
-    loaded_at: datetime | None = _dt()
-
-
-class CrmEvent(SQLModel, table=True):
-    """A CRM ``Events`` (Meetings) record as last read."""
-
-    __tablename__ = "crm_events"
-
-    id: str = Field(primary_key=True)
-    booking_id: str | None = Field(default=None, index=True)
-    title: str | None = None
-    start_time: datetime | None = _dt()
-    end_time: datetime | None = _dt()
-    modified_time: datetime | None = _dt()
-    job_id: str | None = None
-    loaded_at: datetime | None = _dt()
-
-
-class BulkReadRun(SQLModel, table=True):
-    """One logical Bulk Read (all its pages): resumed while ``status`` is ``running``."""
-
-    __tablename__ = "bulk_read_runs"
-
-    id: str = Field(primary_key=True)
-    module: str
-    query_hash: str = Field(index=True)
-    query_json: str = Field(sa_column=Column(Text))
-    status: str = "running"  # running | completed | failed
-    pages: int = 0
-    records: int = 0
-    rejected: int = 0
-    created_at: datetime | None = _dt()
-    finished_at: datetime | None = _dt()
-
-
-class BulkJob(SQLModel, table=True):
-    """One Bulk Read job (one page of a run), from creation to loaded."""
-
-    __tablename__ = "bulk_jobs"
-    __table_args__ = (Index("ix_bulk_jobs_run_page", "run_id", "page_index"),)
-
-    id: str = Field(primary_key=True)
-    run_id: str = Field(index=True)
-    page_index: int
-    module: str
-    page_token: str | None = Field(default=None, sa_column=Column(Text))
-    state: str = "ADDED"
-    more_records: bool | None = None
-    next_page_token: str | None = Field(default=None, sa_column=Column(Text))
-    download_url: str | None = None
-    count: int | None = None
-    records_loaded: int | None = None
-    records_rejected: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    created_at: datetime | None = _dt()
-    finished_at: datetime | None = _dt()
-    loaded_at: datetime | None = _dt()
-    seconds: float | None = None
-
-
-class RejectedRecord(SQLModel, table=True):
-    """A row of a Bulk Read file that failed validation: kept, skipped, reported."""
-
-    __tablename__ = "rejected_records"
-
-    id: int | None = Field(default=None, primary_key=True)
-    job_id: str = Field(index=True)
-    module: str
-    line: int
-    record_id: str | None = None
-    error: str = Field(sa_column=Column(Text))
-    raw: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime | None = _dt()
-
-
-class Bookmark(SQLModel, table=True):
-    """Per module: records modified up to ``modified_since`` are known (incremental reads)."""
-
-    __tablename__ = "bookmarks"
-
-    module: str = Field(primary_key=True)
-    modified_since: datetime | None = _dt()
-    updated_at: datetime | None = _dt()
+    """``APPT_SYNC_STATE_STORE_URL``, else ``sqlite:///<APPT_SYNC_DATA_DIR or ./.data>/state.db``
+    (:meth:`~sync.settings.AppSettings.store_url`, read from the environment now)."""
+    return AppSettings().store_url()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -196,19 +90,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-#: PostgreSQL advisory lock held while the schema is created: flow runs of one
-#: organisation starting at once on several workers would otherwise race in
-#: ``CREATE TABLE`` (``pg_type_typname_nsp_index`` unique violations).
-SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"zoho-appointment-sync:schema").digest()[:8], "big", signed=True)
+#: How long a SQLite connection waits for another writer's lock before "database is locked".
+SQLITE_BUSY_SECONDS = 30
 
 
 def make_engine(url: str | None = None) -> Engine:
-    """An engine on ``url`` (default :func:`default_store_url`) with the tables created.
+    """An engine on ``url`` (default :func:`default_store_url`); creates no table (see :func:`open_store`).
 
     SQLite files get WAL mode (readers do not block the loader) and their folder
     is created. ``postgresql://`` without a driver means psycopg (3), the driver
-    this project installs; on PostgreSQL the tables are created under an advisory
-    lock, so processes starting at once on an empty database do not collide.
+    this project installs.
     """
     url = url or default_store_url()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
@@ -216,15 +107,130 @@ def make_engine(url: str | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, future=True)
+    # SQLite: a writer waits up to SQLITE_BUSY_SECONDS for another's lock (the driver's
+    # default is 5 s, which a schema upgrade on a busy machine can outlast).
+    connect_args = {"timeout": SQLITE_BUSY_SECONDS} if parsed.get_backend_name() == "sqlite" else {}
+    engine = create_engine(parsed, future=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    from . import links  # noqa: F401  (registers the sync tables)
-
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-            SQLModel.metadata.create_all(conn)
-    else:
-        SQLModel.metadata.create_all(engine)
     return engine
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """An Alembic configuration for the store's migrations (no ``alembic.ini`` needed).
+
+    ``connection``: run on that connection (inside its transaction; the caller
+    commits); else on ``url`` (default :func:`default_store_url`).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", (url or default_store_url()).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the store's schema lock; committed at the end."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            # pysqlite begins no transaction before DDL by itself: begin one that takes the write lock now
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        else:
+            raise NotImplementedError(f"the state store runs on SQLite or PostgreSQL, not {engine.dialect.name}")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def upgrade_store(engine: Engine) -> str:
+    """Bring the store's schema to the newest migration; returns that revision id.
+
+    Holds the schema lock (:data:`SCHEMA_LOCK_KEY`) while it looks and changes, so
+    processes upgrading one store at once do not collide; the whole upgrade is one
+    transaction. A store with every table of :data:`INITIAL_REVISION` but no
+    ``alembic_version`` (made by ``create_all`` before migrations) is stamped with
+    it first: its rows stay as they are. Raises :class:`StoreSchemaError` for a
+    store without history that holds only some of those tables.
+    """
+    with _schema_lock(engine) as conn:
+        config = alembic_config(conn)
+        head = ScriptDirectory.from_config(config).get_current_head()
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return head
+        if current is None:
+            ours = {t.__tablename__ for t in TABLES}
+            present = ours & set(inspect(conn).get_table_names())
+            if present == ours:
+                command.stamp(config, INITIAL_REVISION)
+            elif present:
+                raise StoreSchemaError(f"the store has the tables {sorted(present)} but not {sorted(ours - present)}, and no migration history")
+        command.upgrade(config, "head")
+        return head
+
+
+_upgraded: set[str] = set()
+_upgrading = threading.Lock()
+
+
+def open_store(url: str | None = None) -> Engine:
+    """An engine on the store at ``url`` (default :func:`default_store_url`), its schema upgraded.
+
+    The upgrade (:func:`upgrade_store`) runs once per process and URL; later calls
+    only make the engine. An in-memory SQLite URL is upgraded every time (each
+    engine is a new database). Raises what :func:`upgrade_store` raises.
+    """
+    engine = make_engine(url)
+    key = engine.url.render_as_string(hide_password=False)
+    if engine.url.database in (None, "", ":memory:"):
+        upgrade_store(engine)
+        return engine
+    with _upgrading:
+        if key not in _upgraded:
+            upgrade_store(engine)
+            _upgraded.add(key)
+    return engine
+
+
+def insert_on_conflict(engine: Engine, table: Any) -> Any:
+    """An ``INSERT`` for ``table`` that offers ``on_conflict_do_update`` on the engine's database.
+
+    The state store upserts with ``INSERT ... ON CONFLICT``, which SQLite and
+    PostgreSQL share (each through its own SQLAlchemy construct); any other
+    database is refused (``NotImplementedError``) rather than with an obscure SQL error later.
+    """
+    name = engine.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the state store runs on SQLite or PostgreSQL, not {name}")
+
+
+def upsert_newer(engine: Engine, table: Any, columns: list[str] | None = None) -> Any:
+    """``INSERT ... ON CONFLICT (id) DO UPDATE`` for a CRM table that never goes back in ``modified_time``.
+
+    ``table``: a table class with ``id`` and ``modified_time`` columns
+    (:class:`~sync.tables.CrmAppointment`, :class:`~sync.tables.CrmEvent`). The update
+    sets ``columns`` only (default: every column but ``id``), so a source without an
+    optional column leaves that column of a stored record alone; it is skipped when
+    the stored record is newer (a row without ``modified_time`` on either side is
+    taken). Returns the statement; execute it with one dict (or tuple) per row.
+    """
+    stmt = insert_on_conflict(engine, table)
+    names = columns or [c.name for c in table.__table__.columns]
+    cols = {name: getattr(stmt.excluded, name) for name in names if name != "id"}
+    current = table.__table__.c.modified_time
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_=cols,
+        where=or_(current.is_(None), stmt.excluded.modified_time.is_(None), stmt.excluded.modified_time >= current),
+    )

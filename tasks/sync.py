@@ -1,317 +1,268 @@
-"""Tasks of the appointment sync: read each side, apply planned actions.
+"""Tasks of the appointment sync: one Zoho call each, and the helpers that drive them.
 
-Reads and writes go through :mod:`zoho`; transient errors are retried by Prefect
-(:mod:`tasks.retry`), one task run per Zoho call (a read page, one booking, one CRM
-batch), so a retry repeats that call only. Applying never raises for a record Zoho
-refuses: the outcome carries Zoho's code and message and the run goes on.
+A task is one Zoho call (a page of a read, one booking, one CRM batch, one Bookings
+write) with its retries and a name for the UI: transient errors are retried by
+Prefect (:mod:`tasks.retry`), so a retry repeats that call only. Reads are one task
+run per page, paged by :mod:`zoho.paging`: a read of n pages as one task would start
+again from page 1 on every transient error, and with a few percent of calls failing
+a long read would never finish (0.83 ** 30: under 1 % of 30-page reads get through
+at the 17 % fault rate of ``benchmarks/soak.py``).
+
+The helpers (:func:`read_crm_changes`, :func:`fetch_bookings`, :func:`get_bookings`,
+:func:`apply_bookings`) run the tasks of one read or one set of writes inside
+:func:`shared_client`: one block load and one connection pool for all their calls;
+a task started outside one opens its own client. What a record or booking means
+(rows, payloads, rules) is :mod:`sync.modules` and :mod:`sync.bookings`. Applying
+never raises for a record Zoho refuses: the :class:`~sync.outcomes.Outcome`
+carries Zoho's code and message and the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any, AsyncIterator, Iterable, Mapping
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from blocks.zoho_oauth import ZohoOAuth
-from sync.bulk_load import parse_datetime, parse_int
-from sync.engine import NO_SHOW_NOTE, Action, Kind
+from sync import bookings
+from sync.bookings import booking_row
+from sync.bulk_load import parse_datetime
+from sync.engine import Action, Kind
+from sync.modules import CrmModule, crm_module
+from sync.outcomes import Outcome, refused
 from zoho.clients import ZohoClient
 from zoho.errors import BookingsError, DependentFieldError, ZohoError, crm_error, is_transient
-from zoho.models import AppointmentUpdate, Booking
-from zoho.timefmt import from_bookings, to_bookings
+from zoho.models import Booking, BookingsPage, RecordResult, RecordsPage
+from zoho.paging import BookingsPaging, CrmRecordsPaging
+from zoho.timefmt import to_crm
 
 from .retry import ZOHO_RETRIES, retry_transient
 
+#: Record ids per ``GET /crm/v7/{module}?ids=`` call (Zoho's limit).
+CRM_IDS_PER_CALL = 100
 
-@dataclass
-class Outcome:
-    """What became of one action: ``ok``, Zoho's ``code`` and ``message``, and the
-    target's new state when known (``start``: UTC, ``status``: raw, ``modified``).
-    ``sent``: False when the action was refused before any call."""
-
-    action: Action
-    ok: bool
-    code: str | None = None
-    message: str | None = None
-    transient: bool = False
-    start: datetime | None = None
-    status: str | None = None
-    modified: datetime | None = None
-    sent: bool = True
+#: Clients opened by :func:`shared_client` in the current context, by ``ZohoOAuth`` block name.
+_shared: ContextVar[Mapping[str, ZohoClient]] = ContextVar("appt_sync_shared_zoho_clients", default={})
 
 
-def booking_row(b: Booking) -> dict[str, Any]:
-    """A ``bookings`` table row from a Bookings appointment (times to UTC)."""
-    start = from_bookings(b.start_time, b.time_zone)
-    end = from_bookings(b.end_time, b.time_zone) if b.end_time else None
-    return {
-        "booking_id": b.booking_id,
-        "start_time": start.astimezone(timezone.utc),
-        "end_time": end.astimezone(timezone.utc) if end else None,
-        "status": b.status.upper(),
-        "time_zone": b.time_zone,
-        "staff_id": b.staff_id,
-        "service_id": b.service_id,
-    }
+@asynccontextmanager
+async def shared_client(oauth_block: str) -> AsyncIterator[ZohoClient]:
+    """A client of the ``ZohoOAuth`` block ``oauth_block`` that every task started in this
+    context uses (:func:`zoho_client`): one block load and one connection pool for a
+    whole read or set of writes. Nested use for the same block reuses the outer one."""
+    clients = _shared.get()
+    if oauth_block in clients:
+        yield clients[oauth_block]
+        return
+    async with (await ZohoOAuth.aload(oauth_block)).get_client() as zoho:
+        token = _shared.set({**clients, oauth_block: zoho})
+        try:
+            yield zoho
+        finally:
+            _shared.reset(token)
 
 
-def crm_row(record: dict[str, Any], booking_field: str) -> dict[str, Any]:
-    """A ``crm_appointments`` row from a records-API ``Appointments__s`` record."""
-    def dt(name: str) -> datetime | None:
-        value = record.get(name)
-        return parse_datetime(value) if isinstance(value, str) else None
-
-    duration = record.get("Duration")
-    return {
-        "id": str(record["id"]),
-        "booking_id": record.get(booking_field) or None,
-        "start_time": dt("Appointment_Start_Time"),
-        "end_time": dt("Appointment_End_Time"),
-        "duration": parse_int(str(duration)) if duration not in (None, "") else None,
-        "status": record.get("Status"),
-        "modified_time": dt("Modified_Time"),
-        "job_id": None,
-    }
-
-
-CRM_FIELDS = ["Appointment_Start_Time", "Appointment_End_Time", "Duration", "Status", "Modified_Time"]
-
-
-# Reads are one task run per call (a page, or one booking), each retried on its own:
-# a read of n pages as one task would start again from page 1 on every transient
-# error, and with a few percent of calls failing a long read would never finish
-# (0.83 ** 30: under 1 % of 30-page reads get through at the 17 % fault rate of
-# benchmarks/soak.py). The calls of one read share one block load and one client.
+@asynccontextmanager
+async def zoho_client(oauth_block: str) -> AsyncIterator[ZohoClient]:
+    """The :func:`shared_client` of ``oauth_block`` when the caller opened one, else a client of its own for this call."""
+    shared = _shared.get().get(oauth_block)
+    if shared is not None:
+        yield shared
+        return
+    async with (await ZohoOAuth.aload(oauth_block)).get_client() as zoho:
+        yield zoho
 
 
 def _page_name() -> str:
-    from prefect.runtime import task_run
-
     return f"{task_run.task_name}-{task_run.parameters.get('page', 1)}"
 
 
-@task(name="fetch-bookings-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, time_zone: str, page: int, per_page: int, zoho: ZohoClient | None = None) -> tuple[list[dict[str, Any]], bool]:
-    """One ``fetchappointment`` page: ``(rows, another page exists)``. ``zoho``: a client to share."""
-    if zoho is None:
-        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
-            return await fetch_bookings_page.fn(oauth_block, start, end, time_zone, page, per_page, own)
-    result = await zoho.bookings.fetch_appointments(start, end, time_zone, page=page, per_page=per_page)
-    return [booking_row(b) for b in result.response], bool(result.next_page_available and result.response)
-
-
-async def fetch_bookings(oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
-    """Every booking starting in [``start``, ``end``]: ``(rows, calls)``; a ``fetch-bookings-page`` task run per page."""
-    block = await ZohoOAuth.aload(oauth_block)
-    rows, page = [], 1
-    async with block.get_client() as zoho:
-        while True:
-            found, more = await fetch_bookings_page(oauth_block, start, end, time_zone, page, per_page, zoho)
-            rows.extend(found)
-            if not more:
-                return rows, page
-            page += 1
-
-
-@task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def get_booking(oauth_block: str, booking_id: str, zoho: ZohoClient | None = None) -> dict[str, Any] | None:
-    """``getappointment``: the booking's row, or None when Zoho refuses it (not found, not allowed)."""
-    if zoho is None:
-        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
-            return await get_booking.fn(oauth_block, booking_id, own)
-    try:
-        return booking_row(await zoho.bookings.get_appointment(booking_id))
-    except ZohoError as exc:
-        if is_transient(exc):
-            raise
-        return None
-
-
-async def get_bookings(oauth_block: str, booking_ids: list[str], concurrency: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
-    """``getappointment`` for each id (``concurrency`` at a time, a ``get-booking`` task run each):
-    ``(rows, missing ids)``; an id still failing after its retries raises."""
-    if not booking_ids:
-        return [], []
-    block = await ZohoOAuth.aload(oauth_block)
-    gate = asyncio.Semaphore(concurrency)
-    async with block.get_client() as zoho:
-        async def one(bid: str) -> dict[str, Any] | None:
-            async with gate:
-                return await get_booking(oauth_block, bid, zoho)
-        found = await asyncio.gather(*(one(b) for b in booking_ids))
-    return [r for r in found if r is not None], [b for b, r in zip(booking_ids, found) if r is None]
-
-
-@task(name="read-crm-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def read_crm_page(
-    oauth_block: str, module: str, fields: list[str], page: int, page_token: str | None, since: datetime | None, ids: list[str] | None, zoho: ZohoClient | None = None
-) -> tuple[list[dict[str, Any]], bool, str | None]:
-    """One ``GET /crm/v7/{module}`` page (200 records): ``(records, more_records, next_page_token)``."""
-    if zoho is None:
-        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
-            return await read_crm_page.fn(oauth_block, module, fields, page, page_token, since, ids, own)
-    result = await zoho.crm.get_records(module, fields, page=page, per_page=200, page_token=page_token, modified_since=since, ids=ids)
-    return result.data, result.more_records, result.next_page_token
-
-
-async def read_crm_changes(oauth_block: str, module: str, booking_field: str, since: datetime | None = None, ids: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Records modified after ``since`` (``If-Modified-Since``), or the records ``ids``: ``(rows, calls)``;
-    a ``read-crm-page`` task run per page (past 2,000 records by ``page_token``)."""
-    block = await ZohoOAuth.aload(oauth_block)
-    rows, calls = [], 0
-    fields = [*CRM_FIELDS, booking_field]
-    async with block.get_client() as zoho:
-        chunks = [ids[i : i + 100] for i in range(0, len(ids), 100)] if ids else [None]
-        for chunk in chunks:
-            page, token = 1, None
-            while True:
-                data, more, next_token = await read_crm_page(oauth_block, module, fields, page, token, since, chunk, zoho)
-                calls += 1
-                rows.extend(crm_row(r, booking_field) for r in data)
-                if not more:
-                    break
-                if page * 200 >= 2000 or token:
-                    token = next_token
-                page += 1
-    return rows, calls
-
-
-def crm_update(action: Action) -> AppointmentUpdate:
-    """The ``PUT Appointments__s`` record for an action (seeds 002/004)."""
-    if action.kind is Kind.RESCHEDULE:
-        return AppointmentUpdate.reschedule(action.crm_id, action.start, reason="By Customer")
-    if action.kind is Kind.CANCEL:
-        return AppointmentUpdate.cancel(action.crm_id, note=action.note)
-    if action.kind is Kind.COMPLETE:
-        return AppointmentUpdate.complete(action.crm_id)
-    raise ValueError(f"CRM has no {action.kind.value}: a no-show is written as a cancel with the note {NO_SHOW_NOTE!r}")
-
-
 def _crm_batch_name() -> str:
-    from prefect.runtime import task_run
-
     actions = task_run.parameters.get("actions") or []
     return f"put-{task_run.parameters.get('module', 'crm')}-{len(actions)}-records"
 
 
 def _bookings_action_name() -> str:
-    from prefect.runtime import task_run
-
     action = task_run.parameters.get("action")
     return f"bookings-{action.kind.value}-{action.booking_id}" if action is not None else "bookings-action"
 
 
+# ------------------------------------------------------------------ reads
+@task(name="fetch-bookings-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, time_zone: str, page: int, per_page: int) -> BookingsPage:
+    """One ``fetchappointment`` page: bookings starting in [``start``, ``end``] (aware; sent as wall time in ``time_zone``)."""
+    async with zoho_client(oauth_block) as zoho:
+        return await zoho.bookings.fetch_appointments(start, end, time_zone, page=page, per_page=per_page)
+
+
+async def fetch_bookings(oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
+    """Every booking starting in [``start``, ``end``] as ``bookings`` rows (:func:`sync.bookings.booking_row`):
+    ``(rows, calls)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`)."""
+    rows: list[dict[str, Any]] = []
+    cursor = BookingsPaging(per_page=per_page)
+    async with shared_client(oauth_block):
+        while cursor:
+            answer = await fetch_bookings_page(oauth_block, start, end, time_zone, **cursor.params)
+            rows.extend(booking_row(b) for b in answer.response)
+            cursor = cursor.after(answer)
+    return rows, cursor.page
+
+
+@task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
+    """``getappointment``: the booking, or None when Zoho refuses it (not found, not allowed)."""
+    async with zoho_client(oauth_block) as zoho:
+        try:
+            return await zoho.bookings.get_appointment(booking_id)
+        except ZohoError as exc:
+            if is_transient(exc):
+                raise
+            return None
+
+
+async def get_bookings(oauth_block: str, booking_ids: list[str], concurrency: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
+    """``getappointment`` for each id (``concurrency`` at a time, a ``get-booking`` task run each):
+    ``(bookings rows, ids Zoho refused)``; an id still failing after its retries raises."""
+    if not booking_ids:
+        return [], []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(booking_id: str) -> Booking | None:
+        async with gate:
+            return await get_booking(oauth_block, booking_id)
+
+    async with shared_client(oauth_block):
+        found = await asyncio.gather(*(one(b) for b in booking_ids))
+    return [booking_row(b) for b in found if b is not None], [b for b, r in zip(booking_ids, found) if r is None]
+
+
+@task(name="read-crm-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
+async def read_crm_page(
+    oauth_block: str, module: str, fields: list[str], page: int, per_page: int, page_token: str | None, since: datetime | None, ids: list[str] | None
+) -> RecordsPage:
+    """One ``GET /crm/v7/{module}`` page (``per_page`` records; ``page_token`` past 2,000): records
+    modified after ``since`` (``If-Modified-Since``) or the records ``ids``."""
+    async with zoho_client(oauth_block) as zoho:
+        return await zoho.crm.get_records(module, fields, page=page, per_page=per_page, page_token=page_token, modified_since=since, ids=ids)
+
+
+async def read_crm_changes(oauth_block: str, module: CrmModule, since: datetime | None = None, ids: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Records of ``module`` modified after ``since``, or the records ``ids`` (100 a call), as state-store
+    rows (``module.row``): ``(rows, calls)``; a ``read-crm-page`` task run per page (:class:`zoho.paging.CrmRecordsPaging`)."""
+    rows: list[dict[str, Any]] = []
+    calls = 0
+    chunks = [ids[i : i + CRM_IDS_PER_CALL] for i in range(0, len(ids), CRM_IDS_PER_CALL)] if ids else [None]
+    async with shared_client(oauth_block):
+        for chunk in chunks:
+            cursor = CrmRecordsPaging()
+            while cursor:
+                answer = await read_crm_page(oauth_block, module.api_name, module.fields, since=since, ids=chunk, **cursor.params)
+                calls += 1
+                rows.extend(module.row(r) for r in answer.data)
+                cursor = cursor.after(answer)
+    return rows, calls
+
+
+# ----------------------------------------------------------------- writes
+def crm_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record of a CRM write as the API takes it: instants as ISO 8601 with their offset and
+    no fractions (:func:`zoho.timefmt.to_crm`), other values as they are."""
+    return {name: to_crm(value) if isinstance(value, datetime) else value for name, value in record.items()}
+
+
+def _crm_outcome(module: str, action: Action, result: RecordResult) -> Outcome:
+    """One record's result of a ``PUT``; ``DEPENDENT_FIELD_UNCHANGED`` (already at that time: a resend after a lost answer) is a success."""
+    if result.ok:
+        modified = result.details.get("Modified_Time")
+        return Outcome(action, True, result.code, result.message, modified=parse_datetime(modified) if isinstance(modified, str) else None)
+    error = crm_error(result.model_dump(), None, f"PUT /crm/v7/{module}")
+    if isinstance(error, DependentFieldError) and error.code == "DEPENDENT_FIELD_UNCHANGED":
+        return Outcome(action, True, error.code, "already at that time")
+    return Outcome(action, False, error.code, error.message, transient=error.transient)
+
+
 @task(name="apply-crm-batch", task_run_name=_crm_batch_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def apply_crm_batch(oauth_block: str, module: str, actions: list[Action]) -> list[Outcome]:
-    """One ``PUT /crm/v7/{module}`` of up to 100 actions; per-record outcomes in order.
-
-    ``DEPENDENT_FIELD_UNCHANGED`` (the record is already at that time: a resend
-    after a lost answer) counts as success.
-    """
-    block = await ZohoOAuth.aload(oauth_block)
-    async with block.get_client() as zoho:
-        results = await zoho.crm.update_records(module, [crm_update(a) for a in actions])
-    outcomes = []
-    for action, result in zip(actions, results):
-        if result.ok:
-            modified = result.details.get("Modified_Time")
-            outcomes.append(Outcome(action, True, result.code, result.message, modified=parse_datetime(modified) if isinstance(modified, str) else None))
-            continue
-        error = crm_error(result.model_dump(), None, f"PUT /crm/v7/{module}")
-        if isinstance(error, DependentFieldError) and error.code == "DEPENDENT_FIELD_UNCHANGED":
-            outcomes.append(Outcome(action, True, error.code, "already at that time"))
-        else:
-            outcomes.append(Outcome(action, False, error.code, error.message, transient=error.transient))
-    return outcomes
+    """One ``PUT /crm/v7/{module}`` of up to 100 actions (payloads and rules: :func:`sync.modules.crm_module`);
+    per-record outcomes in the order of ``actions``. An action the module refuses is not sent (``sent`` False)."""
+    adapter = crm_module(module)
+    reasons = [adapter.refusal(a) for a in actions]
+    sendable = [a for a, reason in zip(actions, reasons) if reason is None]
+    results: list[RecordResult] = []
+    if sendable:
+        async with zoho_client(oauth_block) as zoho:
+            results = await zoho.crm.update_records(module, [crm_json(adapter.payload(a)) for a in sendable])
+    answered = iter([_crm_outcome(module, a, r) for a, r in zip(sendable, results)])
+    return [refused(a, reason) if reason is not None else next(answered) for a, reason in zip(actions, reasons)]
 
 
 @task(name="apply-bookings-action", task_run_name=_bookings_action_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def apply_bookings_action(oauth_block: str, action: Action, zoho: ZohoClient | None = None) -> Outcome:
-    """One Bookings call: ``rescheduleappointment`` (start in the booking's time zone) or
-    ``updateappointment`` (``cancel``, ``completed``, ``noshow``). A refusal is an outcome, not an error.
+async def apply_bookings_action(oauth_block: str, action: Action) -> Outcome:
+    """One Bookings write: ``rescheduleappointment`` (the start as wall time in the booking's
+    zone) or ``updateappointment`` (``cancel``, ``completed``, ``noshow``).
 
-    A refusal is checked with one ``getappointment``: when the booking already shows
-    what the action asks (the write was made before and its outcome never logged: a
-    worker killed after the call, or an answer lost after Zoho applied it), the
-    outcome is a success with code ``ALREADY_DONE``, as CRM's
-    ``DEPENDENT_FIELD_UNCHANGED`` is in :func:`apply_crm_batch`.
-
-    ``zoho``: a client to share (one block load and one connection pool for a whole
-    run's calls); without it the task opens its own."""
-    if action.kind is Kind.RESCHEDULE and from_bookings(to_bookings(action.start, action.time_zone), action.time_zone) != action.start:
-        # the second pass of a daylight-saving fold: Bookings would read the wall time as the first one
-        text = to_bookings(action.start, action.time_zone)
-        return Outcome(action, False, "AMBIGUOUS_TIME", f"{action.start.isoformat()} is the second {text} in {action.time_zone}; Bookings can only write the first", sent=False)
-    if zoho is None:
-        async with (await ZohoOAuth.aload(oauth_block)).get_client() as own:
-            return await apply_bookings_action.fn(oauth_block, action, own)
-    try:
-        if action.kind is Kind.RESCHEDULE:
-            booking = await zoho.bookings.reschedule_appointment(action.booking_id, start=action.start, time_zone=action.time_zone)
-        else:
-            verb = {Kind.CANCEL: "cancel", Kind.COMPLETE: "completed", Kind.NO_SHOW: "noshow"}[action.kind]
-            booking = await zoho.bookings.update_appointment(action.booking_id, verb)  # type: ignore[arg-type]
-    except ZohoError as exc:
-        if is_transient(exc):
-            raise
-        done = await _already_done(zoho, action) if isinstance(exc, BookingsError) else None
-        if done is not None:
-            return Outcome(action, True, "ALREADY_DONE", f"the booking already shows it ({exc.message})", start=done["start_time"], status=done["status"])
-        return Outcome(action, False, exc.code, exc.message)
-    row = booking_row(booking)
+    A refusal is an outcome, not an error; a Bookings refusal is ``maybe_done`` (see
+    :func:`apply_bookings`). An action :func:`sync.bookings.refusal` forbids is not sent.
+    """
+    reason = bookings.refusal(action)
+    if reason is not None:
+        return refused(action, reason)
+    async with zoho_client(oauth_block) as zoho:
+        try:
+            if action.kind is Kind.RESCHEDULE:
+                answer = await zoho.bookings.reschedule_appointment(action.booking_id, start=action.start, time_zone=action.time_zone)
+            else:
+                answer = await zoho.bookings.update_appointment(action.booking_id, bookings.verb(action))
+        except ZohoError as exc:
+            if is_transient(exc):
+                raise
+            return Outcome(action, False, exc.code, exc.message, maybe_done=isinstance(exc, BookingsError))
+    row = booking_row(answer)
     return Outcome(action, True, "SUCCESS", None, start=row["start_time"], status=row["status"])
 
 
-#: The Bookings status each status action leaves.
-_DONE_STATUS = {Kind.CANCEL: "CANCEL", Kind.COMPLETE: "COMPLETED", Kind.NO_SHOW: "NO_SHOW"}
-
-
-async def _already_done(zoho: ZohoClient, action: Action) -> dict[str, Any] | None:
-    """The booking's row if it already shows what ``action`` asks (same start and not
-    finished, or the action's status), else None (also when it cannot be read)."""
+async def _unless_done(oauth_block: str, outcome: Outcome) -> Outcome:
+    """``outcome`` (a refusal), or a success with code ``ALREADY_DONE`` when one ``getappointment``
+    shows the booking already as the action asks (the write was made before and its outcome
+    never logged: a worker killed after the call, or an answer lost after Zoho applied it),
+    as CRM's ``DEPENDENT_FIELD_UNCHANGED`` is in :func:`apply_crm_batch`."""
     try:
-        row = booking_row(await zoho.bookings.get_appointment(action.booking_id))
-    except ZohoError as exc:
-        if is_transient(exc):
-            raise
-        return None
-    if action.kind is Kind.RESCHEDULE:
-        done = row["start_time"] == action.start and row["status"] in ("UPCOMING", "ONGOING", "PENDING")
-    else:
-        done = row["status"] == _DONE_STATUS[action.kind]
-    return row if done else None
+        booking = await get_booking(oauth_block, outcome.action.booking_id)
+        row = booking_row(booking) if booking is not None else None
+    except Exception:  # noqa: BLE001 - the check is worth one read; the refusal stands
+        return outcome
+    if row is None or not bookings.shows(row, outcome.action):
+        return outcome
+    return Outcome(outcome.action, True, "ALREADY_DONE", f"the booking already shows it ({outcome.message})", start=row["start_time"], status=row["status"])
 
 
 async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrency: int) -> list[Outcome]:
-    """Apply Bookings actions, ``concurrency`` calls at a time, over one shared client; a task
-    that still fails after its retries becomes a failed outcome."""
+    """Apply Bookings actions, ``concurrency`` calls at a time, over one shared client; outcomes in order.
+
+    A refused write (:attr:`~sync.outcomes.Outcome.maybe_done`) is checked with one
+    ``get-booking`` task run (:func:`_unless_done`); a task that still fails after its
+    retries becomes a failed outcome (transient), and the rest go on.
+    """
     actions = list(actions)
     if not actions:
         return []
     gate = asyncio.Semaphore(concurrency)
-    block = await ZohoOAuth.aload(oauth_block)
-    async with block.get_client() as zoho:
 
-        async def one(action: Action) -> Outcome:
-            async with gate:
-                try:
-                    return await apply_bookings_action(oauth_block, action, zoho)
-                except ZohoError as exc:
-                    return Outcome(action, False, exc.code, exc.message, transient=exc.transient)
-                except Exception as exc:  # noqa: BLE001 - e.g. a connection error after the retries: recorded, the rest go on
-                    return Outcome(action, False, type(exc).__name__, str(exc), transient=True)
+    async def one(action: Action) -> Outcome:
+        async with gate:
+            try:
+                outcome = await apply_bookings_action(oauth_block, action)
+                return await _unless_done(oauth_block, outcome) if outcome.maybe_done else outcome
+            except ZohoError as exc:
+                return Outcome(action, False, exc.code, exc.message, transient=exc.transient)
+            except Exception as exc:  # noqa: BLE001 - e.g. a connection error after the retries: recorded, the rest go on
+                return Outcome(action, False, type(exc).__name__, str(exc), transient=True)
 
+    async with shared_client(oauth_block):
         return list(await asyncio.gather(*(one(a) for a in actions)))
-
-
-def end_after(start: datetime, old_start: datetime | None, old_end: datetime | None, duration: int | None) -> datetime | None:
-    """The end after moving ``old_start`` -> ``start`` (same length)."""
-    if duration:
-        return start + timedelta(minutes=duration)
-    if old_start and old_end:
-        return start + (old_end - old_start)
-    return None

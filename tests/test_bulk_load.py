@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from sync import bulk_load
 from sync.bulk_load import BulkFileError, appointments_mapping, events_mapping, load_csv_zip, load_ics_zip, parse_datetime
-from sync.store import BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, make_engine
+from sync.store import BulkJob, CrmAppointment, CrmEvent, RejectedRecord, UTCDateTime, open_store
 
 UTC = timezone.utc
 JOB = "5545974000003000101"
@@ -68,7 +68,7 @@ def write_zip(folder: Path, content: str | bytes, *, member: str | None = None, 
 @pytest.fixture
 def engine(tmp_path: Path):
     """A fresh SQLite state store holding the job :data:`JOB` (created, not loaded)."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     add_job(engine, JOB)
     yield engine
     engine.dispose()

@@ -25,7 +25,7 @@ import flows.bulk_read as flow_module
 from blocks import ZohoOAuth
 from flows.bulk_read import BulkReadTimeoutError, bulk_read
 from sync import bulk_runs
-from sync.store import BulkReadRun, CrmAppointment, CrmEvent, make_engine
+from sync.store import BulkReadRun, CrmAppointment, CrmEvent, open_store
 from zoho.clients import CrmClient
 from zoho.errors import BulkReadFailedError
 
@@ -52,7 +52,7 @@ async def oauth_block(sandbox, prefect_api) -> str:
 def store(tmp_path):
     """This test's state store URL and an engine on it."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    engine = make_engine(url)
+    engine = open_store(url)
     yield url, engine
     engine.dispose()
 
@@ -287,7 +287,7 @@ async def test_the_callback_ends_the_wait_without_polling_zoho(sandbox, read, st
 
     def relay() -> None:
         """What the webhook receiver will do: write each callback into the state store."""
-        relay_engine = make_engine(url)
+        relay_engine = open_store(url)
         seen = 0
         while not stop.is_set():
             for item in receiver.received[seen:]:

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from sync.engine import Action, Canon, Kind, Policy, Side, SideState, plan
 from sync.links import BookingRecord, SyncAction, SyncBase, applied_keys, changed_links, log_actions, upsert_bookings, upsert_crm_appointments, write_base
-from sync.store import make_engine
+from sync.store import open_store
 from zoho.timefmt import from_bookings
 
 UTC = timezone.utc
@@ -21,7 +21,7 @@ S, X, C, N = Canon.SCHEDULED, Canon.CANCELLED, Canon.COMPLETED, Canon.NO_SHOW
 
 @pytest.fixture
 def engine(tmp_path):
-    return make_engine("sqlite:///" + str(tmp_path / "s.db"))
+    return open_store("sqlite:///" + str(tmp_path / "s.db"))
 
 
 def crm(booking_id: str | None, start: datetime | None = T0, status: str | None = "Scheduled", *, id: str | None = None,

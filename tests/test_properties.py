@@ -71,7 +71,7 @@ from sync.engine import (
     plan,
     plan_link,
 )
-from sync.store import CrmAppointment, CrmEvent, RejectedRecord, make_engine
+from sync.store import CrmAppointment, CrmEvent, RejectedRecord, open_store
 from zoho.timefmt import from_bookings, to_bookings
 
 UTC = timezone.utc
@@ -377,7 +377,7 @@ def empty(engine) -> None:
 
 @pytest.fixture
 def store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     yield engine
     engine.dispose()
 
@@ -533,7 +533,7 @@ bodies = (
 
 def test_the_receiver_never_answers_5xx_and_emits_only_for_authenticated_calls(tmp_path):
     store_url = f"sqlite:///{tmp_path / 'state.db'}"
-    engine = make_engine(store_url)
+    engine = open_store(store_url)
     record_job_created(engine, "run-1", 1, "Appointments__s", "555", None)
     events: list = []
     receiver = ReceiverSettings(channel_token=TOKEN, bookings_secret=SECRET, callback_secret=CB, coalesce_seconds=3600, state_store_url=store_url)

@@ -82,3 +82,42 @@ def test_async_tasks_retry_transient_errors_too(prefect_api):
 
     assert asyncio.run(run()) == "ok"
     assert len(attempts) == 2
+
+
+def test_a_retry_waits_for_retry_after(prefect_api):
+    """The Zoho retry policy schedules the retry no sooner than the answer's Retry-After."""
+    import time
+
+    from tasks.retry import RetryAfterDelays
+
+    starts: list[float] = []
+
+    @task(retries=2, retry_delay_seconds=RetryAfterDelays([0.0]), retry_jitter_factor=None, retry_condition_fn=retry_transient)
+    async def call() -> str:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            raise RateLimitedError("TOO_MANY_REQUESTS", "slow down", status_code=429, retry_after=2)
+        if len(starts) == 2:
+            raise ServerError("INTERNAL_ERROR", "boom", status_code=500)
+        return "ok"
+
+    @flow
+    async def run() -> str:
+        return await call()
+
+    import asyncio
+
+    assert asyncio.run(run()) == "ok"
+    assert starts[1] - starts[0] >= 2.0  # Retry-After, not the 0 s back-off
+    assert starts[2] - starts[1] < 2.0  # no Retry-After: the back-off alone
+
+
+def test_zoho_retries_honour_retry_after_up_to_a_cap():
+    from tasks.retry import MAX_RETRY_AFTER, NEXT_RETRY_AFTER, ZOHO_RETRIES
+
+    delays = ZOHO_RETRIES["retry_delay_seconds"]
+    assert all(1.0 <= delays[0] <= 3.0 for _ in range(50))  # 2 s +/- jitter
+    NEXT_RETRY_AFTER.set(30.0)
+    assert delays[0] == 30.0 and 1.0 <= delays[0] <= 3.0  # read once
+    NEXT_RETRY_AFTER.set(MAX_RETRY_AFTER)
+    assert delays[3] == MAX_RETRY_AFTER

@@ -91,10 +91,10 @@ async def test_bookings_webhook_needs_the_secret_and_a_booking_id(receiver):
 
 async def test_bulk_read_callback_lands_in_the_state_store(receiver, tmp_path):
     from sync.bulk_runs import get_job, record_job_created
-    from sync.store import make_engine
+    from sync.store import open_store
 
     client, events, _ = receiver
-    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
     record_job_created(engine, "run-1", 1, "Appointments__s", "555", None)
     job = {"id": "555", "state": "COMPLETED", "result": {"page": 1, "count": 3, "download_url": "/crm/bulk/v7/read/555/result", "more_records": False}}
     assert (await client.post("/zoho/crm/bulk-read/callback", json={"data": [job]})).status_code == 401

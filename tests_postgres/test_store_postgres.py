@@ -17,12 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import Session, SQLModel, select
 
 from sync import bulk_runs
 from sync.links import BookingRecord, SyncBase, changed_links, upsert_bookings, upsert_crm_appointments, write_base
-from sync.store import Bookmark, BulkJob, CrmAppointment, make_engine
+from sync.store import INITIAL_REVISION, Bookmark, BulkJob, CrmAppointment, make_engine, open_store, upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
@@ -54,7 +56,7 @@ _export(load_suite, "bulk_load")
 
 @pytest.fixture(scope="module")
 def pg_engine(pg):
-    engine = make_engine(pg.create_database("store_suite"))
+    engine = open_store(pg.create_database("store_suite"))
     yield engine
     engine.dispose()
 
@@ -169,7 +171,8 @@ def test_a_diff_over_many_links_streams_and_the_base_silences_it(engine):
 
 
 def test_processes_creating_the_schema_at_once_do_not_collide(pg):
-    """Two workers' first flow runs of an organisation both call ``make_engine`` on an empty database."""
+    """Two workers' first flow runs of an organisation both upgrade the schema of an empty database
+    (``upgrade_store``, which ``open_store`` runs once per process)."""
     url = pg.create_database("schema_race")
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
@@ -177,7 +180,11 @@ def test_processes_creating_the_schema_at_once_do_not_collide(pg):
     def create() -> None:
         try:
             barrier.wait()
-            make_engine(url).dispose()
+            engine = make_engine(url)
+            try:
+                upgrade_store(engine)
+            finally:
+                engine.dispose()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -192,3 +199,37 @@ def test_processes_creating_the_schema_at_once_do_not_collide(pg):
         assert {"crm_appointments", "bookings", "sync_base", "sync_actions", "bulk_jobs"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def _shape(engine) -> dict[str, tuple]:
+    """Each of our tables as PostgreSQL has it: columns (name, type, nullable), primary key, indexes."""
+    found = inspect(engine)
+    return {
+        t.name: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(t.name)],
+            found.get_pk_constraint(t.name)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"]), i["unique"]) for i in found.get_indexes(t.name)),
+        )
+        for t in SQLModel.metadata.sorted_tables
+    }
+
+
+def test_the_migrations_make_the_schema_create_all_made_and_adopt_an_old_store(pg):
+    old = make_engine(pg.create_database("made_by_create_all"))
+    new = open_store(pg.create_database("made_by_migrations"))
+    try:
+        SQLModel.metadata.create_all(old)
+        with Session(old) as s:
+            s.add(CrmAppointment(id="c1", booking_id="b1", start_time=datetime(2026, 6, 1, 9, tzinfo=UTC), status="Scheduled"))
+            s.commit()
+        assert _shape(new) == _shape(old)  # timestamptz, bigint, varchar... column for column
+        with new.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata) == []
+        assert upgrade_store(old) == INITIAL_REVISION  # adopted: stamped, rows kept
+        with old.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == INITIAL_REVISION
+        with Session(old) as s:
+            assert s.get(CrmAppointment, "c1").start_time == datetime(2026, 6, 1, 9, tzinfo=UTC)
+    finally:
+        old.dispose()
+        new.dispose()

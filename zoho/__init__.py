@@ -1,5 +1,7 @@
 """Pure Zoho API layer: httpx clients, pydantic models and typed errors. Never imports Prefect.
 
-Modules: ``clients`` (Accounts, CRM, Bookings), ``auth`` (token providers and the
-``httpx.Auth``), ``errors``, ``models``, ``timefmt``, ``datacentres``.
+Modules: ``clients`` (Accounts, CRM, Bookings), ``auth`` (token providers, the
+``httpx.Auth`` and the token policy ``needs_refresh``), ``errors`` (typed errors with
+``retry_after``), ``paging`` (cursors for CRM records, Bookings and Bulk Read pages),
+``models``, ``timefmt``, ``datacentres``.
 """

@@ -5,6 +5,11 @@ A *token provider* hands out a valid access token. :class:`ZohoAuth` puts it in
 ``INVALID_TOKEN`` once, asks the provider for a fresh one (naming the rejected
 token, so a provider shared between processes refreshes only if nobody else has
 already) and repeats the request once.
+
+:func:`needs_refresh` is the one token policy (refresh margin, capped at half the
+token's lifetime), used by :class:`RefreshingTokenProvider` and the ``ZohoOAuth``
+block alike. This module does not import :mod:`zoho.clients` (which imports it):
+what it needs of Zoho Accounts is the :class:`TokenRefresher` protocol.
 """
 
 from __future__ import annotations
@@ -12,16 +17,51 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, AsyncGenerator, Protocol
+from typing import AsyncGenerator, Protocol
 
 import httpx
 from pydantic import SecretStr
 
-if TYPE_CHECKING:
-    from .clients import AccountsClient
+from .errors import InvalidTokenError
+from .models import TokenResponse
 
 #: Refresh a token this long before it expires.
 DEFAULT_MARGIN = timedelta(minutes=5)
+
+
+def needs_refresh(
+    expires_at: datetime | None,
+    lifetime: timedelta | None,
+    margin: timedelta,
+    now: datetime | None = None,
+) -> bool:
+    """Whether a token expiring at ``expires_at`` must be replaced before use: the one token policy.
+
+    ``expires_at``: aware datetime, or None for no token (then True). ``lifetime``:
+    how long Zoho minted the token for (``expires_in`` of the token answer, 1 hour
+    for Zoho Accounts), or None when unknown. ``margin``: refresh when less than
+    this remains; capped at half of ``lifetime`` when that is known, so a token
+    minted with less life than twice the margin is not refreshed on every call
+    (Zoho Accounts allows 10 access tokens per refresh token per 10 minutes:
+    ``shared/zoho-api-notes.md``, OAuth). Pass ``lifetime=None`` for a caller's
+    explicit minimum validity, which is not capped. ``now``: aware, default the
+    current UTC time. Raises ``TypeError`` if ``expires_at`` and ``now`` mix naive
+    and aware datetimes.
+    """
+    if expires_at is None:
+        return True
+    if lifetime is not None:
+        margin = min(margin, lifetime / 2)
+    return expires_at - margin <= (now or datetime.now(timezone.utc))
+
+
+class TokenRefresher(Protocol):
+    """What mints access tokens: Zoho Accounts' refresh grant
+    (:meth:`zoho.clients.AccountsClient.refresh` has this shape)."""
+
+    async def refresh(self, client_id: str, client_secret: SecretStr, refresh_token: SecretStr) -> TokenResponse:
+        """``POST {accounts}/oauth/v2/token`` with ``grant_type=refresh_token``: a new access token."""
+        ...
 
 
 class TokenProvider(Protocol):
@@ -69,8 +109,6 @@ class ZohoAuth(httpx.Auth):
         self.provider = provider
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        from .errors import InvalidTokenError
-
         token = await self.provider.get_access_token()
         request.headers["Authorization"] = f"Zoho-oauthtoken {token.get_secret_value()}"
         response = yield request
@@ -104,8 +142,6 @@ class StaticTokenProvider:
         self.token = token if isinstance(token, SecretStr) else SecretStr(token)
 
     async def get_access_token(self, *, rejected: SecretStr | None = None) -> SecretStr:
-        from .errors import InvalidTokenError
-
         if rejected is not None and rejected.get_secret_value() == self.token.get_secret_value():
             raise InvalidTokenError("INVALID_TOKEN", "the static access token was rejected")
         return self.token
@@ -117,12 +153,13 @@ class RefreshingTokenProvider:
     For one process only (an ``asyncio.Lock`` serialises refreshes, so concurrent
     callers share one refresh). Processes that share a refresh token must share
     the token too: use the ``ZohoOAuth`` block, which stores it in Prefect and
-    locks across processes.
+    locks across processes. ``accounts``: a :class:`TokenRefresher` (an
+    :class:`~zoho.clients.AccountsClient`); ``margin``: see :func:`needs_refresh`.
     """
 
     def __init__(
         self,
-        accounts: "AccountsClient",
+        accounts: TokenRefresher,
         client_id: str,
         client_secret: SecretStr,
         refresh_token: SecretStr,
@@ -139,17 +176,12 @@ class RefreshingTokenProvider:
         self._lifetime: timedelta | None = None
         self._lock = asyncio.Lock()
 
-    def _effective_margin(self) -> timedelta:
-        # A token minted with less life than ``margin`` would otherwise be refreshed on
-        # every call, and Zoho allows only 10 access tokens per refresh token per 10 minutes.
-        return min(self.margin, self._lifetime / 2) if self._lifetime is not None else self.margin
-
     def _valid(self, rejected: SecretStr | None) -> bool:
-        if self.access_token is None or self.expires_at is None:
+        if self.access_token is None:
             return False
         if rejected is not None and rejected.get_secret_value() == self.access_token.get_secret_value():
             return False
-        return self.expires_at - self._effective_margin() > datetime.now(timezone.utc)
+        return not needs_refresh(self.expires_at, self._lifetime, self.margin)
 
     async def get_access_token(self, *, rejected: SecretStr | None = None) -> SecretStr:
         """A token valid for at least ``margin`` (or half its lifetime, if Zoho minted it

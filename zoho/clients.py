@@ -28,6 +28,7 @@ from .errors import (
     ZohoError,
     accounts_error,
     bookings_error,
+    crm_error,
     endpoint_of,
     error_from_response,
     retry_after_of,
@@ -162,8 +163,6 @@ class CrmClient:
         response = await self._call("POST", f"/crm/bulk/{self.version}/read", json=request.to_json())
         entry = response.json()["data"][0]
         if entry.get("status") != "success":
-            from .errors import crm_error
-
             raise crm_error(entry, response.status_code, endpoint_of(response.request))
         return BulkReadJob.model_validate(entry["details"])
 

@@ -9,9 +9,13 @@ Three body shapes exist (``shared/zoho-api-notes.md``):
   with HTTP 200 or 400 alike: the ``error`` key decides, not the status.
 * Bookings: ``{"response": {"returnvalue": {"message": ...}, "status": "failure"}}``.
 
-Every error carries ``code``, ``message``, ``details``, ``status_code`` and
+Every error carries ``code``, ``message``, ``details``, ``status_code``,
 ``endpoint`` (method and path, never the query string, so no secret can leak
-into exception text).
+into exception text) and ``retry_after``: the seconds the answer's
+``Retry-After`` header asked for (RFC 9110 section 10.2.3, numeric form), set on
+429 and 5xx answers (and Accounts' throttle) that carry one, else None. That is
+the one place the wait is decided; ``tasks.retry`` schedules Prefect's task
+retries no sooner than it (:func:`retry_wait`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ class ZohoError(Exception):
 
     Attributes: ``code`` (Zoho's code, e.g. ``NOT_ALLOWED``), ``message``,
     ``details`` (dict), ``status_code`` (HTTP status, or None for a per-record
-    error inside a 2xx answer) and ``endpoint`` (``"PUT /crm/v7/Appointments__s"``).
+    error inside a 2xx answer), ``endpoint`` (``"PUT /crm/v7/Appointments__s"``)
+    and ``retry_after`` (seconds, from the answer's ``Retry-After``; None when the
+    answer had none, or for errors made without an answer).
     """
 
     #: Whether retrying the same request later may succeed.
     transient: bool = False
+    #: Seconds the answer's ``Retry-After`` asked for (class default for errors unpickled from older versions).
+    retry_after: float | None = None
 
     def __init__(
         self,
@@ -39,8 +47,11 @@ class ZohoError(Exception):
         details: dict[str, Any] | None = None,
         status_code: int | None = None,
         endpoint: str = "",
+        *,
+        retry_after: float | None = None,
     ) -> None:
         self.code = code
+        self.retry_after = retry_after
         self.message = message
         self.details = details or {}
         self.status_code = status_code
@@ -82,10 +93,6 @@ class TokenThrottledError(AuthError):
 
     transient = True
 
-    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.retry_after = retry_after
-
 
 class InvalidTokenError(ZohoError):
     """401 ``INVALID_TOKEN``: the access token expired or is not valid."""
@@ -124,13 +131,10 @@ class RateLimitedError(ZohoError):
 
     transient = True
 
-    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.retry_after = retry_after
-
 
 class ServerError(ZohoError):
-    """5xx (``INTERNAL_ERROR``...): Zoho's side failed; retry later."""
+    """5xx (``INTERNAL_ERROR``...): Zoho's side failed; retry later (``retry_after``: a 503's
+    ``Retry-After`` in seconds, when given)."""
 
     transient = True
 
@@ -244,8 +248,8 @@ def crm_error(body: dict[str, Any], status_code: int | None = None, endpoint: st
             cls = NotFoundError
         else:
             cls = InvalidDataError
-    if cls is RateLimitedError:
-        return RateLimitedError(code, message, details, status_code, endpoint, retry_after=retry_after)
+    if cls in (RateLimitedError, ServerError):
+        return cls(code, message, details, status_code, endpoint, retry_after=retry_after)
     return cls(code, message, details, status_code, endpoint)
 
 
@@ -265,7 +269,7 @@ def accounts_error(body: dict[str, Any], status_code: int, endpoint: str, retry_
     if error in ("invalid_code", "invalid_grant"):
         return InvalidGrantError(error, "grant code or refresh token is invalid, used, expired or revoked", {}, status_code, endpoint)
     if status_code is not None and status_code >= 500:
-        return ServerError(error, description, {}, status_code, endpoint)
+        return ServerError(error, description, {}, status_code, endpoint, retry_after=retry_after)
     return AuthError(error, description, {}, status_code, endpoint)
 
 
@@ -295,7 +299,7 @@ def error_from_response(response: httpx.Response) -> ZohoError:
     if status == 429:
         return RateLimitedError("TOO_MANY_REQUESTS", reason, {}, status, endpoint, retry_after=retry_after)
     if status >= 500:
-        return ServerError("INTERNAL_ERROR", reason, {}, status, endpoint)
+        return ServerError("INTERNAL_ERROR", reason, {}, status, endpoint, retry_after=retry_after)
     if status == 404:
         return NotFoundError("NOT_FOUND", reason, {}, status, endpoint)
     return InvalidDataError("HTTP_ERROR", reason, {}, status, endpoint)
@@ -318,8 +322,18 @@ def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_
     if status_code == 429:
         return RateLimitedError("TOO_MANY_REQUESTS", message, {}, status_code, endpoint, retry_after=retry_after)
     if status_code >= 500:
-        return ServerError("INTERNAL_ERROR", message, {}, status_code, endpoint)
+        return ServerError("INTERNAL_ERROR", message, {}, status_code, endpoint, retry_after=retry_after)
     return BookingsError(code or "BOOKINGS_FAILURE", message, {}, status_code, endpoint)
+
+
+def retry_wait(exc: BaseException) -> float | None:
+    """How long Zoho asked us to wait before repeating the request ``exc`` came from, in
+    seconds: the ``retry_after`` of a transient :class:`ZohoError` (429, 5xx, Accounts'
+    throttle) whose answer had a numeric ``Retry-After``; None otherwise (no answer,
+    no header, or an error not worth retrying)."""
+    if isinstance(exc, ZohoError) and exc.transient:
+        return exc.retry_after
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -398,6 +398,16 @@ class BookingsPage(BaseModel):
     next_page_available: bool = False
     page: int | None = None
 
+    @property
+    def more_records(self) -> bool:
+        """Whether another page is worth asking for: ``next_page_available`` and this page was not empty."""
+        return bool(self.next_page_available and self.response)
+
+    @property
+    def next_page_token(self) -> None:
+        """Bookings pages by number only: always None (for :class:`zoho.paging.PageAnswer`)."""
+        return None
+
 
 BookingAction = Literal["completed", "cancel", "noshow"]
 

@@ -1,0 +1,222 @@
+"""Every table of the state store, and the column type of its instants.
+
+SQLModel tables on SQLite or PostgreSQL; the schema itself is made by the Alembic
+migrations in ``sync/migrations/`` (:func:`sync.store.open_store`), never by
+``create_all``: a new column or table here needs a new migration.
+
+* CRM side: ``crm_appointments`` (:class:`CrmAppointment`), ``crm_events`` (:class:`CrmEvent`).
+* Bookings side: ``bookings`` (:class:`BookingRecord`).
+* The sync: ``sync_base`` (:class:`SyncBase`), ``sync_actions`` (:class:`SyncAction`).
+* Bulk Read: ``bulk_read_runs`` (:class:`BulkReadRun`), ``bulk_jobs`` (:class:`BulkJob`),
+  ``rejected_records`` (:class:`RejectedRecord`); incremental reads: ``bookmarks`` (:class:`Bookmark`).
+
+Every ``datetime`` column is a :class:`UTCDateTime`: stored in UTC and read back
+timezone-aware (UTC), whatever the database (SQLite has no time zones).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+UTC = timezone.utc
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware ``datetime`` stored in UTC; naive values are refused (``ValueError``).
+
+    PostgreSQL: ``timestamptz``. SQLite (no time zones): ISO 8601 text in UTC
+    (``2026-11-01T04:30:00+00:00``), which sorts and compares in time order and
+    costs a fraction of SQLAlchemy's own SQLite datetime binding on bulk loads.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(String(40) if dialect.name == "sqlite" else DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored: give a time zone")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.isoformat() if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    """Now, aware UTC."""
+    return datetime.now(UTC)
+
+
+def _dt(**kwargs: Any) -> Any:
+    """A nullable :class:`UTCDateTime` field (``default=None``)."""
+    return Field(default=None, sa_column=Column(UTCDateTime(), **kwargs))
+
+
+class CrmAppointment(SQLModel, table=True):
+    """A CRM ``Appointments__s`` record as last read (bulk or API): what the sync compares."""
+
+    __tablename__ = "crm_appointments"
+
+    id: str = Field(primary_key=True)
+    booking_id: str | None = Field(default=None, index=True)
+    start_time: datetime | None = _dt()
+    end_time: datetime | None = _dt()
+    duration: int | None = Field(default=None, sa_type=BigInteger)  # 64-bit on PostgreSQL too, as on SQLite
+    status: str | None = None
+    modified_time: datetime | None = _dt()
+    job_id: str | None = None
+    loaded_at: datetime | None = _dt()
+
+
+class CrmEvent(SQLModel, table=True):
+    """A CRM ``Events`` (Meetings) record as last read."""
+
+    __tablename__ = "crm_events"
+
+    id: str = Field(primary_key=True)
+    booking_id: str | None = Field(default=None, index=True)
+    title: str | None = None
+    start_time: datetime | None = _dt()
+    end_time: datetime | None = _dt()
+    modified_time: datetime | None = _dt()
+    job_id: str | None = None
+    loaded_at: datetime | None = _dt()
+
+
+class BulkReadRun(SQLModel, table=True):
+    """One logical Bulk Read (all its pages): resumed while ``status`` is ``running``."""
+
+    __tablename__ = "bulk_read_runs"
+
+    id: str = Field(primary_key=True)
+    module: str
+    query_hash: str = Field(index=True)
+    query_json: str = Field(sa_column=Column(Text))
+    status: str = "running"  # running | completed | failed
+    pages: int = 0
+    records: int = 0
+    rejected: int = 0
+    created_at: datetime | None = _dt()
+    finished_at: datetime | None = _dt()
+
+
+class BulkJob(SQLModel, table=True):
+    """One Bulk Read job (one page of a run), from creation to loaded."""
+
+    __tablename__ = "bulk_jobs"
+    __table_args__ = (Index("ix_bulk_jobs_run_page", "run_id", "page_index"),)
+
+    id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    page_index: int
+    module: str
+    page_token: str | None = Field(default=None, sa_column=Column(Text))
+    state: str = "ADDED"
+    more_records: bool | None = None
+    next_page_token: str | None = Field(default=None, sa_column=Column(Text))
+    download_url: str | None = None
+    count: int | None = None
+    records_loaded: int | None = None
+    records_rejected: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    created_at: datetime | None = _dt()
+    finished_at: datetime | None = _dt()
+    loaded_at: datetime | None = _dt()
+    seconds: float | None = None
+
+
+class RejectedRecord(SQLModel, table=True):
+    """A row of a Bulk Read file that failed validation: kept, skipped, reported."""
+
+    __tablename__ = "rejected_records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True)
+    module: str
+    line: int
+    record_id: str | None = None
+    error: str = Field(sa_column=Column(Text))
+    raw: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime | None = _dt()
+
+
+class Bookmark(SQLModel, table=True):
+    """Per module: records modified up to ``modified_since`` are known (incremental reads)."""
+
+    __tablename__ = "bookmarks"
+
+    module: str = Field(primary_key=True)
+    modified_since: datetime | None = _dt()
+    updated_at: datetime | None = _dt()
+
+
+
+class BookingRecord(SQLModel, table=True):
+    """A Zoho Bookings appointment as last fetched (instants in UTC)."""
+
+    __tablename__ = "bookings"
+
+    booking_id: str = Field(primary_key=True)
+    start_time: datetime | None = _dt()
+    end_time: datetime | None = _dt()
+    status: str
+    time_zone: str
+    staff_id: str | None = None
+    service_id: str | None = None
+    changed_at: datetime | None = _dt()
+    fetched_at: datetime | None = _dt()
+
+
+class SyncBase(SQLModel, table=True):
+    """The last state both sides agreed on, per link."""
+
+    __tablename__ = "sync_base"
+
+    booking_id: str = Field(primary_key=True)
+    crm_id: str = Field(index=True)
+    crm_start: datetime | None = _dt()
+    crm_status: str
+    bookings_start: datetime | None = _dt()
+    bookings_status: str
+    time_zone: str
+    agreed_at: datetime | None = _dt()
+
+
+class SyncAction(SQLModel, table=True):
+    """One planned change and what became of it (the action log and retry queue)."""
+
+    __tablename__ = "sync_actions"
+
+    key: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    booking_id: str = Field(index=True)
+    crm_id: str
+    target: str
+    kind: str
+    value: str
+    status: str = Field(index=True)  # planned | applied | failed | deferred | conflict | dry_run
+    attempts: int = 0
+    code: str | None = None
+    message: str | None = None
+    created_at: datetime | None = _dt()
+    updated_at: datetime | None = _dt()
+
+
+#: Every table of the state store (what migration ``0001`` creates).
+TABLES: tuple[type[SQLModel], ...] = (CrmAppointment, CrmEvent, BulkReadRun, BulkJob, RejectedRecord, Bookmark, BookingRecord, SyncBase, SyncAction)
