@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/diff.py [--links 1000000] [--changed 0.01] [--conflicts 0.001] [--runs 1] [--keep DIR]
 
-Setup (not timed, in its own process): a fresh SQLite state store (``sync.store.make_engine``, so the
+Setup (not timed, in its own process): a fresh SQLite state store (``sync.store.open_store``, so the
 real schema and indexes) filled with raw ``sqlite3`` ``executemany``:
 ``crm_appointments``, ``bookings`` and ``sync_base`` with ``--links`` linked
 appointments in eight time zones, statuses spread over every CRM and Bookings
@@ -86,9 +86,9 @@ def peak_rss_mb() -> float:
 
 def build(path: Path, links: int, changed: float, conflicts: float) -> dict[str, int]:
     """Fill a fresh store at ``path``; return what was made."""
-    from sync.store import make_engine
+    from sync.store import open_store
 
-    make_engine(f"sqlite:///{path}").dispose()  # the real schema and indexes
+    open_store(f"sqlite:///{path}").dispose()  # the real schema and indexes
     crm_every = round(1 / changed)  # CRM-side changes: i % crm_every == 0
     both_every = round(1 / conflicts)  # both sides: i % both_every == 0 (a subset of the CRM-side ones)
     starts = [iso(FIRST + timedelta(minutes=30 * k)) for k in range(4 * 24 * 90)]

@@ -458,21 +458,21 @@ def main() -> int:
     home = tmp / "prefect"
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.pop("PREFECT_API_URL", None)
-    from deployments import stack
+    from deployments import processes, services
 
     print(f"soak: {args.appointments:,} appointments, {args.changes:,} changes over {args.rounds} faulted runs, faults "
           f"500 {args.error_500:.0%} / 429 {args.error_429:.0%} (Retry-After {args.retry_after:g} s) / drop {args.drop:.0%}, "
           f"{os.cpu_count()} CPUs, folder {tmp}", flush=True)
     try:
-        api = stack.ensure_prefect_server(stack.free_port(), home)
+        api = services.ensure_prefect_server(processes.free_port(), home)
         os.environ["PREFECT_API_URL"] = api
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with stack.sandbox_process("--appointments", str(args.appointments), "--seed", str(args.seed), "--bulk-delay", "0.3", log_dir=tmp) as url, \
+        with services.sandbox_process("--appointments", str(args.appointments), "--seed", str(args.seed), "--bulk-delay", "0.3", log_dir=tmp) as url, \
                 temporary_settings({PREFECT_API_URL: api}):
             met = soak(url, api, f"sqlite:///{tmp / 'state.db'}", args)
     finally:
-        stack.stop_pidfile(home / "server.pid")
+        processes.stop_pidfile(home / "server.pid")
         if not args.keep:
             import shutil
 

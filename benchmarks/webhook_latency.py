@@ -48,6 +48,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployments import onboarding, processes, services  # noqa: E402
 from deployments import stack as stk  # noqa: E402
 from zoho.timefmt import from_bookings, to_bookings  # noqa: E402
 
@@ -244,7 +245,7 @@ async def post_burst(receiver: str, token: str, ids: list[str], count: int, seco
 
         async def one(i: int) -> None:
             body = {"server_time": int(time.time() * 1000), "query_params": {}, "module": "Appointments__s", "resource_uri": f"{receiver}/crm/v7/Appointments__s",
-                    "ids": [ids[i % len(ids)]], "affected_fields": [], "operation": "update", "channel_id": str(stk.CHANNEL_ID), "token": token}
+                    "ids": [ids[i % len(ids)]], "affected_fields": [], "operation": "update", "channel_id": str(onboarding.CHANNEL_ID), "token": token}
             try:
                 status = (await http.post("/zoho/crm/notifications", json=body)).status_code
             except httpx.HTTPError:
@@ -259,18 +260,28 @@ async def post_burst(receiver: str, token: str, ids: list[str], count: int, seco
     return statuses
 
 
+async def unsubscribe_channel(oauth_block: str, channel_block: str = onboarding.CHANNEL_BLOCK) -> None:
+    """Unsubscribe the CRM notification channel of ``channel_block``, so edits notify nobody for a while."""
+    from blocks.notification_channel import NotificationChannel
+    from blocks.zoho_oauth import ZohoOAuth
+
+    channel = await NotificationChannel.aload(channel_block)
+    async with (await ZohoOAuth.aload(oauth_block)).get_client() as zoho:
+        await zoho.crm.unwatch([channel.channel_id])
+
+
 def burst(sandbox: httpx.Client, runs: Runs, s: stk.Stack, oauth_block: str, token: str, pairs: list[tuple[dict, dict]], args: argparse.Namespace) -> tuple[int, int, int]:
     """Returns ``(ids synced, ids lost, flow runs created)``."""
     wait_for(runs.settled, 60, every=1)
     expected: dict[str, datetime] = {}
-    asyncio.run(stk.unsubscribe_channel(oauth_block))  # these edits notify nobody: the burst is the only news
+    asyncio.run(unsubscribe_channel(oauth_block))  # these edits notify nobody: the burst is the only news
     try:
         for a, b in pairs[: args.burst_ids]:
             new = datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(minutes=30)
             sandbox.patch(f"/__sandbox/crm/Appointments__s/{a['id']}", json={"Appointment_Start_Time": new.isoformat()}).raise_for_status()
             expected[b["booking_id"]] = new
     finally:
-        asyncio.run(stk.subscribe_channel(oauth_block, f"{s.receiver}/zoho/crm/notifications", token))
+        asyncio.run(onboarding.subscribe_receiver_channel(oauth_block, f"{s.receiver}/zoho/crm/notifications", token))
     ids = [a["id"] for a, _ in pairs[: args.burst_ids]]
     print(f"   rescheduled {len(ids)} CRM appointments with notifications off; posting {args.burst} notifications in {args.burst_seconds:g} s ...", flush=True)
     t0 = time.time()
@@ -313,10 +324,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, s: stk.Stack, oauth_block: str = stk.OAUTH_BLOCK) -> int:
+def run(args: argparse.Namespace, s: stk.Stack, oauth_block: str = onboarding.OAUTH_BLOCK) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    token = stk.receiver_secrets(s.home)["APPT_SYNC_RECEIVER_CHANNEL_TOKEN"]
+    token = services.receiver_secrets(s.home)["APPT_SYNC_RECEIVER_CHANNEL_TOKEN"]
     runs = Runs(s.api)
     paused = runs.pause(PAUSED_DURING_RUN)
     with temporary_settings({PREFECT_API_URL: s.api}):
@@ -350,8 +361,8 @@ def _measure(args: argparse.Namespace, s: stk.Stack, runs: Runs, oauth_block: st
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.existing:
-        ports = stk._ports(None, None, None)
-        home = stk.prefect_home()
+        ports = stk.ports()
+        home = processes.prefect_home()
         if not (home / "receiver.env").exists():
             raise SystemExit(f"no {home / 'receiver.env'}: is `make up` running?")
         s = stk.Stack(home, f"http://127.0.0.1:{ports['prefect']}/api", f"http://127.0.0.1:{ports['sandbox']}", f"http://127.0.0.1:{ports['receiver']}")
@@ -370,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== starting the stack in {tmp} ({args.appointments} appointments) ...", flush=True)
         t0 = time.monotonic()
         try:
-            s = stk.up(home, data, stk.free_port(), stk.free_port(), stk.free_port(), appointments=args.appointments, say=lambda m: print(f"   {m}", flush=True))
+            s = stk.up(home, data, processes.free_port(), processes.free_port(), processes.free_port(), appointments=args.appointments, say=lambda m: print(f"   {m}", flush=True))
             print(f"   up in {time.monotonic() - t0:.1f} s: UI {s.ui}, sandbox {s.sandbox}, receiver {s.receiver}; "
                   f"PREFECT_RUNNER_POLL_FREQUENCY={os.environ.get('PREFECT_RUNNER_POLL_FREQUENCY', stk.TUNING['PREFECT_RUNNER_POLL_FREQUENCY'])}, "
                   f"coalesce {os.environ.get('APPT_SYNC_RECEIVER_COALESCE_SECONDS', stk.TUNING['APPT_SYNC_RECEIVER_COALESCE_SECONDS'])} s, "

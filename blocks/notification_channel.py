@@ -106,12 +106,21 @@ def new_channel_id() -> int:
 
 
 async def configure_channel(
-    name: str, *, oauth_block: str, notify_url: str, channel_id: int | None = None, events: list[str] | None = None
+    name: str,
+    *,
+    oauth_block: str,
+    notify_url: str,
+    channel_id: int | None = None,
+    events: list[str] | None = None,
+    token: SecretStr | None = None,
+    new_id: int | None = None,
 ) -> tuple[NotificationChannel, int | None]:
     """Create or update the block document ``name``; returns it and the channel id it replaced (if any).
 
-    An existing document keeps its token, expiry settings and (unless given)
-    channel id and events; a new one gets a random token and channel id.
+    An existing document keeps its token (unless ``token`` is given), expiry
+    settings and (unless given) channel id and events; a new one gets ``token`` or
+    a random one, and ``channel_id``, else ``new_id``, else a random id. Nothing is
+    sent to Zoho: :func:`flows.notifications.subscribe` does that.
     """
     from prefect.exceptions import ObjectNotFound
     from pydantic import ValidationError
@@ -122,7 +131,11 @@ async def configure_channel(
         raise
     except (ValueError, ObjectNotFound):  # no such document (or block type) yet
         block = NotificationChannel(
-            oauth_block=oauth_block, channel_id=channel_id or new_channel_id(), notify_url=notify_url, **({"events": events} if events else {})
+            oauth_block=oauth_block,
+            channel_id=channel_id or new_id or new_channel_id(),
+            notify_url=notify_url,
+            **({"events": events} if events else {}),
+            **({"token": token} if token is not None else {}),
         )
         await block.asave(name)
         return block, None
@@ -132,6 +145,8 @@ async def configure_channel(
     block.channel_id = channel_id or block.channel_id
     if events:
         block.events = list(events)
+    if token is not None:
+        block.token = token
     if replaced is not None:
         block.channel_expiry = None
     await block.asave(name, overwrite=True)

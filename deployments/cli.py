@@ -79,18 +79,18 @@ def find_stack(command: str | None, argv: Sequence[str] = ()) -> None:
 
         if PREFECT_API_URL.value():
             return
-    from . import stack
+    from . import processes, services  # neither imports Prefect
 
     if not os.environ.get("PREFECT_API_URL"):
-        os.environ.setdefault("PREFECT_HOME", str(stack.ROOT / ".prefect"))
+        os.environ.setdefault("PREFECT_HOME", str(processes.ROOT / ".prefect"))
         if command not in OWN_SERVER:
-            home = stack.prefect_home()
-            recorded = (stack.read_stack(home) or {}).get("api")
+            home = processes.prefect_home()
+            recorded = (services.read_stack(home) or {}).get("api")
             what_to_do = "with `make up` or `make demo` in the checkout, or set PREFECT_API_URL"
             if not recorded:
-                raise StackNotFound(f"no Prefect server recorded in {home / stack.STACK_FILE}: start one {what_to_do}")
-            if not stack._healthy(f"{recorded}/health"):
-                raise StackNotFound(f"the Prefect server recorded in {home / stack.STACK_FILE} ({recorded}) does not answer: start it {what_to_do}")
+                raise StackNotFound(f"no Prefect server recorded in {home / services.STACK_FILE}: start one {what_to_do}")
+            if not processes.healthy(f"{recorded}/health"):
+                raise StackNotFound(f"the Prefect server recorded in {home / services.STACK_FILE} ({recorded}) does not answer: start it {what_to_do}")
             os.environ["PREFECT_API_URL"] = recorded
     if "--debug" not in argv and "prefect" not in sys.modules:
         for name, value in QUIET_CONSOLE.items():

@@ -22,7 +22,7 @@
 
 With ``make up``'s stack running, the demo switches the sandbox's Bookings webhook
 off while it works (its syncs would race the demo's) and, at the end, wires the
-re-seeded sandbox to the receiver again (:func:`deployments.stack.wire`).
+re-seeded sandbox to the receiver again (:func:`deployments.onboarding.wire`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from . import stack
-from .stack import CONFIG_BLOCK, OAUTH_BLOCK, ROOT
+from . import onboarding, processes, services
+from .onboarding import CONFIG_BLOCK, OAUTH_BLOCK
+from .processes import ROOT
 
 #: The blocks the demo saves: the same as ``make up`` and ``appt-sync``'s defaults.
 DEMO_BLOCK = OAUTH_BLOCK
@@ -194,17 +195,14 @@ def seeded_no_shows(dump: dict[str, Any]) -> int:
 def fresh_base(url: str) -> None:
     """Empty the state store at ``url`` in place (base, bookmarks, retry queue): a re-seeded sandbox needs a fresh base.
 
-    The tables are dropped and created again rather than the file removed, so a
-    running receiver (``make up``) keeps a valid connection to it.
+    Rows are deleted (:func:`sync.store.empty_store`) rather than the file removed, so
+    a running receiver (``make up``) keeps a valid connection to it.
     """
-    from sqlmodel import SQLModel
+    from sync.store import empty_store, open_store
 
-    from sync.store import make_engine
-
-    engine = make_engine(url)
+    engine = open_store(url)
     try:
-        SQLModel.metadata.drop_all(engine)
-        SQLModel.metadata.create_all(engine)
+        empty_store(engine)
     finally:
         engine.dispose()
 
@@ -216,12 +214,12 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
 
     from .onboarding import SCOPES, onboard, sandbox_grant
 
-    fresh_base(stack.state_store_url(data_dir))
+    fresh_base(onboarding.state_store_url(data_dir))
     client_id, secret, code, scopes = sandbox_grant(sandbox_url)
     await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
-    await stack.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir)
+    await onboarding.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir)
     print(f"   onboarded with the least-privilege scopes ({', '.join(SCOPES)})")
-    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig, state store {stack.state_store_url(data_dir)}, emptied)")
+    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig, state store {onboarding.state_store_url(data_dir)}, emptied)")
 
     _say("3. Full sync (Bulk Read of CRM, Bookings window, three-way diff, apply)")
     with httpx.Client(base_url=sandbox_url, timeout=60) as http:
@@ -319,8 +317,8 @@ def _ending(home: Path, ui: str, sandbox_url: str, live: str | None) -> None:
 
 def _live_receiver(home: Path) -> str | None:
     """The URL of ``make up``'s webhook receiver when it runs (PID file and health), else None."""
-    url = (stack.read_stack(home) or {}).get("receiver")
-    if url and stack._running(home / "receiver.pid") and stack._healthy(f"{url}/healthz"):
+    url = (services.read_stack(home) or {}).get("receiver")
+    if url and processes.running(home / "receiver.pid") and processes.healthy(f"{url}/healthz"):
         return url
     return None
 
@@ -333,22 +331,22 @@ def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = N
     store (default ``.data/``). Tests set all three and ``PREFECT_HOME`` to keep off
     the developer's stack.
     """
-    home = stack.prefect_home()
+    home = processes.prefect_home()
     data = Path(data_dir) if data_dir else ROOT / ".data"
     data.mkdir(parents=True, exist_ok=True)
-    prefect_port = int(os.environ.get("PREFECT_PORT") or stack.DEFAULT_PORTS["prefect"])
-    sandbox_port = port or int(os.environ.get("SANDBOX_PORT") or stack.DEFAULT_PORTS["sandbox"])
+    prefect_port = int(os.environ.get("PREFECT_PORT") or services.DEFAULT_PORTS["prefect"])
+    sandbox_port = port or int(os.environ.get("SANDBOX_PORT") or services.DEFAULT_PORTS["sandbox"])
     try:
         _say(f"1. Prefect server on 127.0.0.1:{prefect_port} (PREFECT_HOME={home})")
-        api = stack.ensure_prefect_server(prefect_port, home)
+        api = services.ensure_prefect_server(prefect_port, home)
         ui = api.removesuffix("/api")
         print(f"   {ui} is up")
 
         _say(f"2. Zoho sandbox on 127.0.0.1:{sandbox_port}, re-seeded with {appointments} appointments")
-        sandbox_url, proc = stack.start_sandbox(home, data, sandbox_port, appointments)
+        sandbox_url, proc = services.start_sandbox(home, data, sandbox_port, appointments)
         if proc is not None:
-            stack.wait_healthy(f"{sandbox_url}/__sandbox/health", 60, proc)
-        stack.record_stack(home, sandbox=sandbox_url)
+            processes.wait_healthy(f"{sandbox_url}/__sandbox/health", 60, proc)
+        services.record_stack(home, sandbox=sandbox_url)
         live = _live_receiver(home)
         # The demo's edits must not start webhook runs (they would race its syncs); a live receiver is wired again at the end.
         httpx.put(f"{sandbox_url}/__sandbox/config", json={"bookings_webhook_url": "", "bookings_webhook_headers": {}}, timeout=10).raise_for_status()
@@ -364,7 +362,7 @@ def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = N
     with temporary_settings({PREFECT_API_URL: api}):
         code = asyncio.run(_run(sandbox_url, ui, data))
         if live:
-            stack.wire(sandbox_url, live, DEMO_BLOCK, stack.receiver_secrets(home))
+            onboarding.wire(sandbox_url, live, DEMO_BLOCK, services.receiver_secrets(home))
     _ending(home, ui, sandbox_url, live)
     return code
 

@@ -1,19 +1,32 @@
-"""Onboarding: turn a Zoho grant code into a saved ``ZohoOAuth`` block.
+"""Onboarding: turn a Zoho grant code into a saved ``ZohoOAuth`` block, and connect the sandbox.
 
-Follows Zoho's OAuth steps (self client -> grant code -> ``grant_type=authorization_code``
--> refresh token); see README "Connecting to Zoho".
+:func:`onboard` follows Zoho's OAuth steps (self client -> grant code ->
+``grant_type=authorization_code`` -> refresh token); see README "Connecting to Zoho".
+
+For the local stack (``make up``, ``make demo``): :func:`connect` onboards the
+sandbox into the ``ZohoOAuth`` block ``zoho-sandbox`` (when that block does not
+work with it yet) and saves the ``AppointmentSyncConfig`` ``sync-sandbox``
+(:func:`save_sync_config`, state store ``.data/stack-state.db``); :func:`wire`
+points the sandbox's Bookings webhook and a CRM notification channel (kept in the
+``NotificationChannel`` block ``crm-channel``, which ``renew-notification-channel``
+renews) at the webhook receiver.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
 
-from blocks.zoho_oauth import ZohoOAuth
-from zoho.clients import ZohoClient
-from zoho.datacentres import DataCentre, Endpoints
+if TYPE_CHECKING:
+    from blocks.zoho_oauth import ZohoOAuth
+
+# Prefect (through the blocks) is imported inside the functions that need it, so
+# ``python -m deployments.stack down`` (which imports this module) stays quick.
 
 
 async def onboard(
@@ -33,6 +46,10 @@ async def onboard(
     Raises :class:`~zoho.errors.AuthError` subclasses for a bad client or code,
     ``ValueError`` for an unknown data centre.
     """
+    from blocks.zoho_oauth import ZohoOAuth
+    from zoho.clients import ZohoClient
+    from zoho.datacentres import DataCentre, Endpoints
+
     dc = DataCentre(data_centre.upper())
     async with ZohoClient(Endpoints.for_data_centre(dc, base_url)) as zoho:
         answer = await zoho.accounts.exchange_code(client_id, client_secret, code, redirect_uri)
@@ -79,3 +96,78 @@ def sandbox_grant(url: str, scopes: tuple[str, ...] | list[str] = SCOPES) -> tup
     body = {"client_id": creds["client_id"], "scope": list(scopes)}
     code = httpx.post(f"{url}/__sandbox/grant-code", json=body, timeout=10).raise_for_status().json()
     return creds["client_id"], creds["client_secret"], code["code"], list(scopes)
+
+
+# ------------------------------------------------------------------- the local stack
+OAUTH_BLOCK = "zoho-sandbox"
+CONFIG_BLOCK = "sync-sandbox"
+#: The ``NotificationChannel`` block of the CRM channel ``make up`` subscribes (what
+#: ``renew-notification-channel`` renews), and the channel's id when it is new.
+CHANNEL_BLOCK = "crm-channel"
+CHANNEL_ID = 1000000068001
+
+
+def state_store_url(data: Path) -> str:
+    """The state store of the ``sync-sandbox`` config (``make up`` and ``make demo``): ``data/stack-state.db``."""
+    return f"sqlite:///{data / 'stack-state.db'}"
+
+
+async def save_sync_config(config_block: str, oauth_block: str, data: Path) -> None:
+    """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use)."""
+    from blocks import AppointmentSyncConfig
+
+    await AppointmentSyncConfig(oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=state_store_url(data)).asave(config_block, overwrite=True)
+
+
+async def connect(sandbox_url: str, data: Path, oauth_block: str, config_block: str) -> bool:
+    """Make sure ``oauth_block`` works with this sandbox (onboard if not) and save ``config_block``.
+
+    Returns whether the sandbox was onboarded now.
+    """
+    from blocks.zoho_oauth import ZohoOAuth
+    from zoho.errors import ZohoError
+
+    onboarded = False
+    try:
+        block = await ZohoOAuth.aload(oauth_block)
+        if block.base_url != sandbox_url:
+            raise ValueError("another sandbox")
+        async with block.get_client() as zoho:
+            await zoho.crm.get_watch()  # the grant still works (the sandbox may have been re-seeded)
+    except (ValueError, ZohoError):
+        client_id, secret, code, scopes = sandbox_grant(sandbox_url)
+        await onboard(oauth_block, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
+        onboarded = True
+    await save_sync_config(config_block, oauth_block, data)
+    return onboarded
+
+
+async def subscribe_receiver_channel(oauth_block: str, notify_url: str, token: str, channel_block: str = CHANNEL_BLOCK) -> None:
+    """Subscribe the CRM notification channel to ``notify_url`` with ``token`` and keep it in a block.
+
+    The ``NotificationChannel`` block ``channel_block`` (created with id
+    :data:`CHANNEL_ID`, or updated: same channel id, the receiver's token) is what
+    the daily ``renew-notification-channel`` deployment renews, so the channel keeps
+    the token the receiver checks. Raises ``RuntimeError`` when Zoho refuses it.
+    """
+    from blocks.notification_channel import configure_channel
+    from flows.notifications import ChannelRefusedError, subscribe
+
+    block, _ = await configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, token=SecretStr(token), new_id=CHANNEL_ID)
+    try:
+        await subscribe(block, channel_block)
+    except ChannelRefusedError as exc:
+        raise RuntimeError(f"the sandbox refused the notification channel: {exc.code} {exc.message}") from exc
+
+
+def wire(sandbox_url: str, receiver_url: str, oauth_block: str, secret: dict[str, str]) -> None:
+    """Point the sandbox's Bookings webhook and a CRM notification channel at the receiver.
+
+    ``secret``: the receiver's secrets (:func:`deployments.services.receiver_secrets`).
+    The Bookings secret travels in a header (not in the URL, which the sandbox's
+    outbox log shows); the sandbox keeps its settings in memory, so this runs on
+    every ``up()``.
+    """
+    hook = {"bookings_webhook_url": f"{receiver_url}/zoho/bookings/webhook", "bookings_webhook_headers": {"X-Zoho-Bookings-Secret": secret["APPT_SYNC_RECEIVER_BOOKINGS_SECRET"]}}
+    httpx.put(f"{sandbox_url}/__sandbox/config", json=hook, timeout=10).raise_for_status()
+    asyncio.run(subscribe_receiver_channel(oauth_block, f"{receiver_url}/zoho/crm/notifications", secret["APPT_SYNC_RECEIVER_CHANNEL_TOKEN"]))

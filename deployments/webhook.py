@@ -228,9 +228,9 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
     def store() -> Any:
         """The state store's engine, made on the first callback (tables checked once), kept until shutdown."""
         if not engines:
-            from sync.store import make_engine
+            from sync.store import open_store
 
-            engines.append(make_engine(settings.state_store_url))
+            engines.append(open_store(settings.state_store_url))
         return engines[0]
 
     @contextlib.asynccontextmanager

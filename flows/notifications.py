@@ -13,6 +13,11 @@ block again (``POST``, a new expiry ``lifetime_hours`` ahead, the same token) wh
 
 Otherwise it makes no write call. The block keeps the expiry; a markdown artifact
 shows channel id, events, notify_url and expiry (never the token).
+
+:func:`subscribe` is the project's one way to subscribe a channel: this flow and
+``make up`` (:func:`deployments.onboarding.subscribe_receiver_channel`) use it;
+:func:`blocks.notification_channel.configure_channel` creates or updates the block
+beforehand (``make up``, ``appt-sync webhooks subscribe``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from blocks.notification_channel import NotificationChannel
 from blocks.zoho_oauth import ZohoOAuth
@@ -57,6 +63,11 @@ def find_channel(active: list[dict[str, Any]], channel_id: int | str) -> dict[st
 def hours_left(expiry: datetime | None, now: datetime) -> float | None:
     """Hours from ``now`` to ``expiry``, one decimal."""
     return None if expiry is None else round((expiry - now).total_seconds() / 3600, 1)
+
+
+def new_expiry(block: NotificationChannel, now: datetime) -> datetime:
+    """When a channel subscribed ``now`` expires: ``lifetime_hours`` ahead, whole seconds."""
+    return (now + timedelta(hours=block.lifetime_hours)).replace(microsecond=0)
 
 
 def renewal_reason(block: NotificationChannel, zoho: dict[str, Any] | None, now: datetime) -> str | None:
@@ -111,6 +122,24 @@ async def subscribe_channel(oauth_block: str, channel: WatchChannel) -> dict[str
     return results[0].details
 
 
+async def subscribe(block: NotificationChannel, channel_block: str, expiry: datetime | None = None) -> datetime:
+    """Subscribe ``block``'s channel at Zoho until ``expiry`` and save the expiry in the block document ``channel_block``.
+
+    ``expiry`` defaults to ``lifetime_hours`` from now. Returns it. Raises
+    :class:`ChannelRefusedError` (and saves nothing) when Zoho refuses the channel.
+    In a flow run the call is the ``subscribe-notification-channel`` task (retried,
+    shown in the UI); outside one (``make up``) the task's function is called as is,
+    so no task run is created without a flow run to log to.
+    """
+    expiry = expiry or new_expiry(block, datetime.now(UTC))
+    watch = WatchChannel(channel_id=block.channel_id, events=block.events, channel_expiry=expiry, token=block.token, notify_url=block.notify_url)
+    send = subscribe_channel if FlowRunContext.get() is not None else subscribe_channel.fn
+    await send(block.oauth_block, watch)
+    block.channel_expiry = expiry
+    await block.asave(channel_block, overwrite=True)
+    return expiry
+
+
 # --------------------------------------------------------------------- flow
 def _run_name() -> str:
     """``renew-notification-channel-crm-channel-2026-11-21T10:05Z``."""
@@ -146,18 +175,15 @@ async def renew_notification_channel(channel_block: str = "crm-channel") -> dict
     zoho = find_channel(await list_channels(block.oauth_block), block.channel_id)
     reason = renewal_reason(block, zoho, now)
     if reason:
-        expiry = (now + timedelta(hours=block.lifetime_hours)).replace(microsecond=0)
+        expiry = new_expiry(block, now)
         logger.info("Subscribing notification channel %s (%s) until %s: %s", block.channel_id, ", ".join(block.events), expiry.isoformat(), reason)
-        await subscribe_channel(
-            block.oauth_block,
-            WatchChannel(channel_id=block.channel_id, events=block.events, channel_expiry=expiry, token=block.token, notify_url=block.notify_url),
-        )
+        await subscribe(block, channel_block, expiry)
     else:
         expiry = parse_expiry(zoho["channel_expiry"]) if zoho else None
         logger.info("Notification channel %s is active until %s; nothing to do", block.channel_id, expiry.isoformat() if expiry else "?")
-    if reason or block.channel_expiry != expiry:
-        block.channel_expiry = expiry
-        await block.asave(channel_block, overwrite=True)
+        if block.channel_expiry != expiry:
+            block.channel_expiry = expiry
+            await block.asave(channel_block, overwrite=True)
     report = {
         "block": channel_block,
         "channel_id": block.channel_id,

@@ -31,7 +31,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, or_, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, inspect, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from .settings import AppSettings
@@ -53,7 +53,7 @@ from .tables import (
 
 __all__ = [
     "UTC", "BookingRecord", "Bookmark", "BulkJob", "BulkReadRun", "CrmAppointment", "CrmEvent", "RejectedRecord", "SyncAction",
-    "SyncBase", "TABLES", "UTCDateTime", "utc_now", "MIGRATIONS", "INITIAL_REVISION", "SCHEMA_LOCK_KEY", "StoreSchemaError", "default_store_url",
+    "SyncBase", "TABLES", "empty_store", "UTCDateTime", "utc_now", "MIGRATIONS", "INITIAL_REVISION", "SCHEMA_LOCK_KEY", "StoreSchemaError", "default_store_url",
     "Store", "make_engine", "alembic_config", "upgrade_store", "open_store", "insert_on_conflict", "upsert_newer",
 ]
 
@@ -175,6 +175,15 @@ def upgrade_store(engine: Engine) -> str:
                 raise StoreSchemaError(f"the store has the tables {sorted(present)} but not {sorted(ours - present)}, and no migration history")
         command.upgrade(config, "head")
         return head
+
+
+def empty_store(engine: Engine) -> None:
+    """Delete every row of every table (links, base, action log, Bulk Read runs, bookmarks) in
+    one transaction; the schema and its migration history stay. For a store whose Zoho side
+    was reset (the demo's re-seeded sandbox): a running process keeps a valid connection."""
+    with engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(delete(table.__table__))
 
 
 _upgraded: set[str] = set()

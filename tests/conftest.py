@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from deployments import stack
+from deployments import processes, services, stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 @contextlib.contextmanager
 def sandbox_process(log_dir: Path, *args: str) -> Iterator[str]:
     """Run ``python -m sandbox --port <free> *args`` until the block ends; yields its base URL."""
-    with stack.sandbox_process(*args, log_dir=log_dir) as url:
+    with services.sandbox_process(*args, log_dir=log_dir) as url:
         yield url
 
 
@@ -224,7 +224,7 @@ def prefect_api() -> str:
 
 @dataclass
 class StackServer:
-    """This checkout's Prefect server as ``make up`` / ``make demo`` start it (``stack.ensure_prefect_server``)."""
+    """This checkout's Prefect server as ``make up`` / ``make demo`` start it (``services.ensure_prefect_server``)."""
 
     api: str
     port: int
@@ -237,7 +237,7 @@ class StackServer:
 
 @pytest.fixture(scope="session")
 def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServer]:
-    """A real Prefect server started by ``stack.ensure_prefect_server`` on a free port, own ``PREFECT_HOME``.
+    """A real Prefect server started by ``services.ensure_prefect_server`` on a free port, own ``PREFECT_HOME``.
 
     Its scheduler loops every second (``..._SCHEDULER_LOOP_SECONDS``, 60 s by
     default) and its log has INFO lines of the root logger, so ``server.log`` shows
@@ -245,11 +245,11 @@ def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServ
     ``stack.down`` stops it at the end; no process of its group may be left.
     """
     home, port = tmp_path_factory.mktemp("stack-prefect"), free_port()
-    with pytest.MonkeyPatch.context() as mp:  # only the server's environment (``_spawn`` copies os.environ)
+    with pytest.MonkeyPatch.context() as mp:  # only the server's environment (``processes.spawn`` copies os.environ)
         mp.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "1")
         mp.setenv("PREFECT_LOGGING_ROOT_LEVEL", "INFO")
         try:
-            api = stack.ensure_prefect_server(port, home)
+            api = services.ensure_prefect_server(port, home)
         except BaseException:
             stack.down(home)
             raise
@@ -258,7 +258,7 @@ def stack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServ
         yield StackServer(api, port, home)
     finally:
         stopped = stack.down(home)
-        assert stopped == ["server"] and not stack._group_members(pid), f"the Prefect server's group {pid} outlived stack.down()"
+        assert stopped == ["server"] and not processes.group_members(pid), f"the Prefect server's group {pid} outlived stack.down()"
 
 
 def _not_prefect_api(request: httpx.Request) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments import stack
+from deployments import processes, services
 from deployments.demo import example_edits, linked_pairs, seeded_no_shows
 from deployments.onboarding import SCOPES
 
@@ -44,8 +44,8 @@ def test_without_a_recorded_server_the_cli_says_so_in_one_line(tmp_path):
 
 
 def test_a_recorded_server_that_does_not_answer_is_named_and_nothing_is_started(tmp_path):
-    api = f"http://127.0.0.1:{stack.free_port()}/api"
-    stack.record_stack(tmp_path, api=api)
+    api = f"http://127.0.0.1:{processes.free_port()}/api"
+    services.record_stack(tmp_path, api=api)
     done = appt_sync(tmp_path, "sync", "--dry-run")
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr + done.stdout
@@ -59,7 +59,7 @@ def test_commands_without_prefect_and_help_need_no_stack(tmp_path):
 
 
 def test_the_cli_uses_the_recorded_server_and_keeps_the_terminal_quiet(tmp_path, sandbox, prefect_api):
-    stack.record_stack(tmp_path, api=prefect_api)
+    services.record_stack(tmp_path, api=prefect_api)
     name = f"cli-{uuid.uuid4().hex[:8]}"
     saved = appt_sync(tmp_path, "auth", "--sandbox", sandbox.url, "--block", name)
     assert saved.returncode == 0 and f"Saved ZohoOAuth block '{name}'" in saved.stdout, saved.stdout + saved.stderr

@@ -6,7 +6,7 @@ statement``, while inserting the runs), so ``sync-incremental``, ``refresh-token
 ``sync-full`` and ``renew-notification-channel`` never got a run; pyproject.toml
 pins ``sqlalchemy<2.1`` for it. ``prefect_test_harness`` runs no scheduler, so this
 test starts the server as ``make up`` does (``stack_server`` in conftest.py: the
-stack's own ``ensure_prefect_server``, scheduler loop shortened to 1 s), registers
+stack's own ``ensure_prefect_server`` (``deployments.services``), scheduler loop shortened to 1 s), registers
 the deployments as ``make up`` does (``python -m deployments.serve``), and checks
 through the API that scheduled runs appear and in ``server.log`` that the
 scheduler ran without an error. Both checks fail with SQLAlchemy 2.1: both
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from deployments import stack
+from deployments import processes
 
 SCHEDULED = ("refresh-token", "sync-full", "sync-incremental", "renew-notification-channel")
 WAIT = 60  # seconds for the deployments to be served and scheduled (a few on an idle machine)
@@ -46,8 +46,8 @@ def _main_loop_done(text: str) -> bool:
 def test_the_scheduler_creates_runs_of_the_served_deployments(stack_server, tmp_path):
     log = stack_server.log
     log_from = log.stat().st_size
-    env = {**stack._base_env(tmp_path, stack_server.api), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    runner = stack._spawn("serve", [sys.executable, "-m", "deployments.serve"], tmp_path, env)
+    env = {**processes.base_env(tmp_path, stack_server.api), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    runner = processes.spawn("serve", [sys.executable, "-m", "deployments.serve"], tmp_path, env)
     runs: dict[str, list[dict]] = {}
     try:
         with httpx.Client(base_url=stack_server.api, timeout=30) as http:
@@ -65,9 +65,9 @@ def test_the_scheduler_creates_runs_of_the_served_deployments(stack_server, tmp_
                 time.sleep(0.5)
             served = http.get("/deployments/name/sync-appointments/sync-incremental").json()
     finally:
-        assert stack.stop_pidfile(tmp_path / "serve.pid")
+        assert processes.stop_pidfile(tmp_path / "serve.pid")
     text = log.read_text()
-    assert not stack._group_members(runner.pid), "the runner's processes outlived the test"
+    assert not processes.group_members(runner.pid), "the runner's processes outlived the test"
     problems = _scheduler_lines(text)
     assert not problems, "the scheduler failed:\n" + "\n".join(problems[:20])
     assert set(runs) == set(SCHEDULED), f"deployments.serve registered {sorted(runs)}; see {tmp_path / 'serve.log'}"

@@ -45,13 +45,13 @@ import httpx
 import pytest
 from sqlalchemy import func, inspect, select
 
-from deployments import stack, webhook
+from deployments import onboarding, processes, services, stack, webhook
 from deployments.webhook import ReceiverSettings, create_receiver
 from sync.bulk_load import appointments_mapping, events_mapping, load_csv_zip
 from sync.bulk_runs import find_or_start_run, get_bookmark, get_job, mark_job, record_job_created, record_job_status, set_bookmark
 from sync.engine import Action, Canon, Kind, Side, SideState
 from sync.links import BookingRecord, SyncBase, applied_keys, changed_links, log_actions, retry_queue, upsert_bookings, upsert_crm_appointments, write_base
-from sync.store import CrmAppointment, CrmEvent, make_engine
+from sync.store import CrmAppointment, CrmEvent, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
@@ -87,8 +87,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     root = tmp_path_factory.mktemp("demo")
     home, data, work = root / "prefect-home", root / "data", root / "work"
     sandbox_db = data / "sandbox.db"  # the stack's sandbox keeps its OAuth state here (``meta``)
-    port, sandbox_port = stack.free_port(), stack.free_port()
-    assert port != stack.DEFAULT_PORTS["prefect"] and home != ROOT / ".prefect"
+    port, sandbox_port = processes.free_port(), processes.free_port()
+    assert port != services.DEFAULT_PORTS["prefect"] and home != ROOT / ".prefect"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "APPT_SYNC_"))}
     env.update(PREFECT_HOME=str(home), PREFECT_PORT=str(port), SANDBOX_PORT=str(sandbox_port), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                DO_NOT_TRACK="1", APPT_SYNC_WORK_DIR=str(work), PYTHONUNBUFFERED="1")
@@ -253,7 +253,7 @@ class Receiver:
 
 def make_receiver(tmp_path: Path, **overrides: Any) -> Receiver:
     store = f"sqlite:///{tmp_path / 'state.db'}"
-    engine = make_engine(store)
+    engine = open_store(store)
     record_job_created(engine, "run-1", 1, "Appointments__s", "555", None)
     settings = ReceiverSettings(**{"channel_token": TOKEN, "bookings_secret": SECRET, "callback_secret": CB, "coalesce_seconds": 3600,
                                    "state_store_url": store, "config_block": "sync-test", **overrides})
@@ -359,19 +359,19 @@ def test_the_stack_binds_every_service_to_loopback(tmp_path, monkeypatch):
     """``make up``/``make demo``: the Prefect server, sandbox and receiver get ``--host 127.0.0.1``."""
     spawned: dict[str, list[str]] = {}
     monkeypatch.setenv("PREFECT_SERVER_API_HOST", "0.0.0.0")  # a developer's setting: the explicit --host wins over it
-    monkeypatch.setattr(stack, "_healthy", lambda url: False)
-    monkeypatch.setattr(stack, "_answers_soon", lambda *a, **k: False)
-    monkeypatch.setattr(stack, "wait_healthy", lambda *a, **k: None)
-    monkeypatch.setattr(stack, "_spawn", lambda name, argv, home, env: spawned.setdefault(name, argv) and None)
+    monkeypatch.setattr(processes, "healthy", lambda url: False)
+    monkeypatch.setattr(processes, "answers_soon", lambda *a, **k: False)
+    monkeypatch.setattr(processes, "wait_healthy", lambda *a, **k: None)
+    monkeypatch.setattr(processes, "spawn", lambda name, argv, home, env: spawned.setdefault(name, argv) and None)
 
-    assert stack.ensure_prefect_server(4321, tmp_path) == "http://127.0.0.1:4321/api"
+    assert services.ensure_prefect_server(4321, tmp_path) == "http://127.0.0.1:4321/api"
 
     async def connected(*args: Any) -> bool:
         return False
 
-    monkeypatch.setattr(stack, "_connect", connected)
-    monkeypatch.setattr(stack, "_wait_serving", lambda *a, **k: None)
-    monkeypatch.setattr(stack, "wire", lambda *a, **k: None)
+    monkeypatch.setattr(onboarding, "connect", connected)
+    monkeypatch.setattr(services, "wait_serving", lambda *a, **k: None)
+    monkeypatch.setattr(onboarding, "wire", lambda *a, **k: None)
     stack.up(home=tmp_path, data_dir=tmp_path, prefect_port=4321, sandbox_port=4322, receiver_port=4323, say=lambda _: None)
 
     def host(argv: list[str]) -> str:
@@ -436,7 +436,7 @@ def csv_zip(path: Path, header: list[str], rows: list[list[str]], job_id: str) -
 
 
 def test_sql_metacharacters_round_trip_through_every_text_field_of_the_store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     tables = set(inspect(engine).get_table_names())
     n = len(META)
 

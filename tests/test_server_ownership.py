@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from deployments import stack
+from deployments import processes, services, stack
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def stand_in(request) -> Iterator[int]:
 
 def refusal(port: int, home) -> str:
     with pytest.raises(RuntimeError) as caught:
-        stack.ensure_prefect_server(port, home)
+        services.ensure_prefect_server(port, home)
     message = str(caught.value)
     assert "\n" not in message, message
     return message
@@ -66,9 +66,9 @@ def test_the_ui_calls_the_api_on_its_own_port(stack_server):
 def test_the_server_this_checkout_started_is_reused(stack_server):
     pidfile = stack_server.home / "server.pid"
     before = pidfile.read_text()
-    assert stack.ensure_prefect_server(stack_server.port, stack_server.home) == stack_server.api
+    assert services.ensure_prefect_server(stack_server.port, stack_server.home) == stack_server.api
     assert pidfile.read_text() == before
-    assert stack.read_stack(stack_server.home)["api"] == stack_server.api
+    assert services.read_stack(stack_server.home)["api"] == stack_server.api
 
 
 def test_a_prefect_server_of_another_prefect_home_is_refused(stack_server, tmp_path):
@@ -80,7 +80,7 @@ def test_a_prefect_server_of_another_prefect_home_is_refused(stack_server, tmp_p
 
 def test_up_stops_at_a_foreign_server_before_starting_anything(stack_server, tmp_path):
     home = tmp_path / "prefect"
-    ports = dict(prefect_port=stack_server.port, sandbox_port=stack.free_port(), receiver_port=stack.free_port())
+    ports = dict(prefect_port=stack_server.port, sandbox_port=processes.free_port(), receiver_port=processes.free_port())
     try:
         with pytest.raises(RuntimeError, match="held by a Prefect server not started from this checkout"):
             stack.up(home, tmp_path / "data", say=lambda _: None, **ports)
@@ -89,7 +89,7 @@ def test_up_stops_at_a_foreign_server_before_starting_anything(stack_server, tmp
 
 
 def test_this_checkouts_server_is_not_started_twice_on_another_port(stack_server):
-    other = stack.free_port()
+    other = processes.free_port()
     message = refusal(other, stack_server.home)
     assert f"already runs on port {stack_server.port}" in message and f"PREFECT_PORT={stack_server.port}" in message
 
@@ -114,7 +114,7 @@ def test_prefects_own_background_server_is_left_to_prefect_server_stop(tmp_path)
     other = subprocess.Popen(argv)
     try:
         (tmp_path / "server.pid").write_text(str(other.pid))
-        message = refusal(stack.free_port(), tmp_path)
+        message = refusal(processes.free_port(), tmp_path)
         assert "`prefect server start --background`" in message and "`prefect server stop`" in message
         assert stack.down(tmp_path) == []
         assert other.poll() is None and (tmp_path / "server.pid").read_text() == str(other.pid)

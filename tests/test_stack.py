@@ -21,7 +21,7 @@ from typing import Callable
 
 import httpx
 
-from deployments import stack
+from deployments import processes, services, stack
 
 WAIT = 90  # seconds an edit may take to show on the other side (bounded, not asserted as a figure)
 
@@ -66,7 +66,7 @@ def channel_problem(api: str) -> str | None:
 
 def test_an_edit_reaches_the_other_side_by_itself_and_down_stops_everything(tmp_path, capsys):
     home, data = tmp_path / "prefect", tmp_path / "data"
-    ports = dict(prefect_port=stack.free_port(), sandbox_port=stack.free_port(), receiver_port=stack.free_port())
+    ports = dict(prefect_port=processes.free_port(), sandbox_port=processes.free_port(), receiver_port=processes.free_port())
     said: list[str] = []
     started: dict[str, int] = {}
     try:
@@ -89,8 +89,8 @@ def test_an_edit_reaches_the_other_side_by_itself_and_down_stops_everything(tmp_
 
     assert set(stopped) == set(stack.SERVICES)
     assert not list(home.glob("*.pid"))
-    assert all(not stack._group_members(pid) for pid in started.values())
-    secrets = stack.receiver_secrets(home)
+    assert all(not processes.group_members(pid) for pid in started.values())
+    secrets = services.receiver_secrets(home)
     assert stat.S_IMODE((home / "receiver.env").stat().st_mode) == 0o600
     shown = "\n".join(said) + capsys.readouterr().out
     assert not any(value in shown for value in secrets.values())
@@ -129,8 +129,8 @@ def test_down_leaves_a_process_alone_when_its_pid_was_recycled(tmp_path):
 
 
 def test_down_stops_the_process_group_its_pid_file_names(tmp_path):
-    ours = stack._spawn("serve", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {})
+    ours = processes.spawn("serve", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {})
     assert stack.down(tmp_path) == ["serve"]
     assert ours.wait(5) is not None
-    assert not stack._group_members(ours.pid)
+    assert not processes.group_members(ours.pid)
     assert not (tmp_path / "serve.pid").exists()

@@ -86,6 +86,21 @@ def test_a_store_made_by_create_all_is_adopted_with_its_rows(tmp_path):
         engine.dispose()
 
 
+def test_empty_store_deletes_every_row_and_keeps_the_schema(tmp_path):
+    engine = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        with Session(engine) as s:
+            s.add(CrmAppointment(id="c1", booking_id="#AN-1", start_time=T0, status="Scheduled", modified_time=T0))
+            s.add(SyncBase(booking_id="#AN-1", crm_id="c1", time_zone="UTC", crm_start=T0, crm_status="scheduled", bookings_start=T0, bookings_status="scheduled", agreed_at=T0))
+            s.commit()
+        store.empty_store(engine)
+        with engine.connect() as conn:
+            assert all(conn.execute(text(f"SELECT count(*) FROM {t.__tablename__}")).scalar_one() == 0 for t in TABLES)
+        assert revision(engine) == INITIAL_REVISION
+    finally:
+        engine.dispose()
+
+
 def test_a_store_with_only_some_tables_and_no_history_is_refused(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     try:

@@ -49,7 +49,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from deployments import stack
+from deployments import processes, services
 from deployments.demo import disagreements
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,14 +187,14 @@ def scale_out(pg) -> Iterator[ScaleOut]:
         # 1. the Prefect server on PostgreSQL
         started = time.monotonic()
         pg.create_database("prefect")
-        port = stack.free_port()
+        port = processes.free_port()
         s.api = f"http://127.0.0.1:{port}/api"
         server = s.procs.start(
             "server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             prefect_env(home, PREFECT_API_DATABASE_CONNECTION_URL=pg.url("prefect", driver="asyncpg"), PREFECT_SERVER_UI_ENABLED="false"),
         )
         try:
-            stack.wait_healthy(f"{s.api}/health", 180, server)
+            processes.wait_healthy(f"{s.api}/health", 180, server)
         except RuntimeError:
             raise RuntimeError(f"the Prefect server did not start:\n{s.procs.log_tail('server')}") from None
         log(f"Prefect server on PostgreSQL up in {time.monotonic() - started:.1f} s at {s.api}")
@@ -204,7 +204,7 @@ def scale_out(pg) -> Iterator[ScaleOut]:
         # 2. four organisations: sandbox, ZohoOAuth + AppointmentSyncConfig blocks, state-store database
         for org, seed, size in ORGS:
             s.sandboxes[org] = cleanup.enter_context(
-                stack.sandbox_process("--appointments", str(size), "--seed", str(seed), "--bulk-delay", "0.5", log_dir=folder)
+                services.sandbox_process("--appointments", str(size), "--seed", str(seed), "--bulk-delay", "0.5", log_dir=folder)
             )
             s.stores[org] = pg.create_database(f"state_{org}")
         asyncio.run(_onboard(s))
