@@ -25,15 +25,12 @@ import hashlib
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, inspect, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+
 from .settings import AppSettings
 from .tables import (
     UTC,
@@ -50,6 +47,9 @@ from .tables import (
     UTCDateTime,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "UTC", "BookingRecord", "Bookmark", "BulkJob", "BulkReadRun", "CrmAppointment", "CrmEvent", "RejectedRecord", "SyncAction",
@@ -116,12 +116,14 @@ def make_engine(url: str | None = None) -> Engine:
     return engine
 
 
-def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> "Config":
     """An Alembic configuration for the store's migrations (no ``alembic.ini`` needed).
 
     ``connection``: run on that connection (inside its transaction; the caller
     commits); else on ``url`` (default :func:`default_store_url`).
     """
+    from alembic.config import Config  # Alembic only where the schema is looked at (a process that only reads pays nothing)
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", (url or default_store_url()).replace("%", "%%"))
@@ -160,6 +162,10 @@ def upgrade_store(engine: Engine) -> str:
     it first: its rows stay as they are. Raises :class:`StoreSchemaError` for a
     store without history that holds only some of those tables.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with _schema_lock(engine) as conn:
         config = alembic_config(conn)
         head = ScriptDirectory.from_config(config).get_current_head()
