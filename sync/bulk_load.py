@@ -143,6 +143,18 @@ def events_mapping(booking_field: str = "Booking_Id") -> ModuleMapping:
     return ModuleMapping("Events", CrmEvent, columns, frozenset({"Id", "Start_DateTime", "End_DateTime", "Modified_Time"}))
 
 
+#: CRM module API name -> its CSV mapping (given the booking-id field).
+MAPPINGS: dict[str, Callable[[str], ModuleMapping]] = {"Appointments__s": appointments_mapping, "Events": events_mapping}
+
+
+def module_mapping(module: str, booking_field: str = "Booking_Id") -> ModuleMapping:
+    """The CSV mapping of CRM ``module`` (:data:`MAPPINGS`); ``ValueError`` naming the known modules otherwise."""
+    try:
+        return MAPPINGS[module](booking_field)
+    except KeyError:
+        raise ValueError(f"no Bulk Read mapping for module {module!r}; known: {', '.join(MAPPINGS)}") from None
+
+
 @dataclass
 class LoadReport:
     """What loading one page did."""

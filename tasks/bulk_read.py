@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.zoho_oauth import ZohoOAuth
-from sync.bulk_load import LoadReport, appointments_mapping, events_mapping, load_csv_zip, load_ics_zip
+from sync.bulk_load import LoadReport, load_csv_zip, load_ics_zip, module_mapping
 from sync.store import open_store
 from zoho.models import BulkReadJob, BulkReadRequest
 
@@ -62,16 +62,14 @@ def load_bulk_page(store_url: str, job_id: str, zip_path: str, module: str, file
     try:
         if file_type == "ics":
             return load_ics_zip(engine, zip_path, job_id)
-        mapping = appointments_mapping(booking_field) if module == "Appointments__s" else events_mapping(booking_field)
-        return load_csv_zip(engine, zip_path, job_id, mapping)
+        return load_csv_zip(engine, zip_path, job_id, module_mapping(module, booking_field))
     finally:
         engine.dispose()
 
 
 def mapping_fields(module: str, booking_field: str) -> list[str]:
     """The fields a Bulk Read of ``module`` asks for so the loader has every column it maps."""
-    mapping = appointments_mapping(booking_field) if module == "Appointments__s" else events_mapping(booking_field)
-    return mapping.fields
+    return module_mapping(module, booking_field).fields
 
 
 def job_summary(job: Any) -> dict[str, Any]:
