@@ -237,7 +237,7 @@ def plan_changes(run: SyncRun) -> Plan:
 def _plan(run: SyncRun, booking_ids: list[str] | None) -> Plan:
     """:func:`sync.engine.plan` over the changed links (of ``booking_ids`` when given)."""
     rows = changed_links(run.engine, booking_ids, crm_table=run.module.table, crm_statuses=run.module.statuses)
-    return plan(_valid_links(run, rows), run.cfg.conflict_policy, run.now, run.cfg.initial_source)
+    return plan(_valid_links(run, rows), run.cfg.conflict_policy, run.now, run.cfg.initial_source, to_crm=run.module.to_crm)
 
 
 def _valid_links(run: SyncRun, links: Iterable[Link]) -> Iterator[Link]:

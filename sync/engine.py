@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 class Canon(str, Enum):
@@ -300,8 +300,15 @@ def _to_bookings(link: Link, now: datetime) -> tuple[list[Action], Conflict | No
     return [], None
 
 
-def _to_crm(link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
-    """Actions that make CRM say what Bookings says."""
+#: A CRM module's rules for carrying the Bookings side to it: ``(link, now) -> (actions, rule
+#: conflict or None)``; each CRM module adapter has one (``sync.modules.CrmModule.to_crm``).
+ToCrm = Callable[[Link, datetime], tuple[list[Action], Conflict | None]]
+
+
+def appointments_to_crm(link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
+    """Actions that make a CRM appointment (``Appointments__s``) say what Bookings says, or the
+    rule that forbids it (seeds 002/004: a finished appointment takes no change, ``NOT_ALLOWED``;
+    ``Completed`` only after the end, so deferred until then)."""
     src, dst = link.bookings, link.crm
     ids = dict(booking_id=link.booking_id, crm_id=link.crm_id)
     base = dict(ids, time_zone=link.time_zone, since=_since(link))
@@ -320,8 +327,11 @@ def _to_crm(link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
     return [], None
 
 
-def plan_link(link: Link, policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS) -> tuple[list[Action], list[Conflict], bool]:
-    """Plan one link: ``(actions, conflicts, agreed)``.
+def plan_link(
+    link: Link, policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm
+) -> tuple[list[Action], list[Conflict], bool]:
+    """Plan one link: ``(actions, conflicts, agreed)``; ``to_crm``: the CRM module's rules
+    (default: ``Appointments__s``, :func:`appointments_to_crm`).
 
     ``agreed`` is True when both sides say the same now, so the base should be
     written (no action is sent then: this is where our own echoes die).
@@ -348,15 +358,15 @@ def plan_link(link: Link, policy: Policy, now: datetime, initial_source: Side = 
     conflicts = [conflict] if conflict else []
     if source is None:
         return [], conflicts, False
-    actions, rule = (_to_bookings if source is Side.CRM else _to_crm)(link, now)
+    actions, rule = (_to_bookings if source is Side.CRM else to_crm)(link, now)
     return actions, conflicts + ([rule] if rule else []), False
 
 
-def plan(links: Iterable[Link], policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS) -> Plan:
+def plan(links: Iterable[Link], policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm) -> Plan:
     """Plan every link (see :func:`plan_link`)."""
     out = Plan()
     for link in links:
-        actions, conflicts, agreed = plan_link(link, policy, now, initial_source)
+        actions, conflicts, agreed = plan_link(link, policy, now, initial_source, to_crm)
         out.actions.extend(actions)
         out.conflicts.extend(conflicts)
         if agreed:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 from .bulk_load import ModuleMapping, appointments_mapping, parse_datetime, parse_int
-from .engine import CRM_TO_CANON, NO_SHOW_NOTE, Action, Canon, Kind, SideState, crm_canon
+from .engine import CRM_TO_CANON, NO_SHOW_NOTE, Action, Canon, Conflict, Kind, Link, SideState, appointments_to_crm, crm_canon
 from .tables import CrmAppointment
 
 
@@ -46,6 +46,11 @@ class CrmModule(Protocol):
 
     def bulk_mapping(self) -> ModuleMapping:
         """How a Bulk Read CSV of the module becomes rows (:mod:`sync.bulk_load`)."""
+        ...
+
+    def to_crm(self, link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
+        """The plan's step towards this module: the actions that make the record say what Bookings
+        says, or the module's rule that forbids or defers it (a ``rule`` / ``deferred`` conflict)."""
         ...
 
     def refusal(self, action: Action) -> tuple[str, str] | None:
@@ -127,6 +132,10 @@ class Appointments:
     def bulk_mapping(self) -> ModuleMapping:
         """:func:`sync.bulk_load.appointments_mapping` for the booking field."""
         return appointments_mapping(self.booking_field)
+
+    def to_crm(self, link: Link, now: datetime) -> tuple[list[Action], Conflict | None]:
+        """:func:`sync.engine.appointments_to_crm`: a finished appointment takes no change; ``Completed`` after the end."""
+        return appointments_to_crm(link, now)
 
     def refusal(self, action: Action) -> tuple[str, str] | None:
         """``NOT_SUPPORTED`` for a no-show (CRM has none: the plan sends a cancellation with the note instead)."""

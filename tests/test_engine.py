@@ -294,6 +294,29 @@ def test_plan_counts_a_mixed_set():
     assert [c.booking_id for c in result.conflicts] == ["b5", "b6", "b6"]
 
 
+def test_the_crm_module_decides_what_reaches_it():
+    """``plan(to_crm=...)``: the CRM module adapter's rules, not the engine's, decide the CRM side."""
+    from sync.engine import Conflict, appointments_to_crm
+    from sync.modules import crm_module
+
+    links = [make_link(side(), side(T1), booking_id="b1"), make_link(side(T1), side(), booking_id="b2")]  # Bookings moved; CRM moved
+    seen: list[str] = []
+
+    def refuse_everything(link: Link, now: datetime):
+        seen.append(link.booking_id)
+        return [], Conflict(link.booking_id, link.crm_id, "rule", "this module takes no change")
+
+    result = plan(links, Policy.LATEST_WINS, AFTER, to_crm=refuse_everything)
+    assert seen == ["b1"]  # only the link whose change goes to CRM
+    assert [(c.booking_id, c.kind) for c in result.conflicts] == [("b1", "rule")]
+    assert [(a.booking_id, a.target) for a in result.actions] == [("b2", Side.BOOKINGS)]
+    # the Appointments__s adapter's rules are the engine's defaults
+    default = plan(links, Policy.LATEST_WINS, AFTER)
+    adapter = plan(links, Policy.LATEST_WINS, AFTER, to_crm=crm_module("Appointments__s").to_crm)
+    assert [act(a) for a in adapter.actions] == [act(a) for a in default.actions] and adapter.counts() == default.counts()
+    assert crm_module("Appointments__s").to_crm(links[0], AFTER) == appointments_to_crm(links[0], AFTER)
+
+
 # --- Zoho's rules ---------------------------------------------------------------------------
 
 RULE_TABLE = [
