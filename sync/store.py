@@ -22,12 +22,13 @@ autogenerate=True, message=...)`` drafts one against an upgraded store).
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, inspect, or_, select
+from sqlalchemy import Connection, Engine, column, create_engine, delete, event, func, inspect, or_, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UTC", "BookingRecord", "Bookmark", "BulkJob", "BulkReadRun", "CrmAppointment", "CrmEvent", "RejectedRecord", "SyncAction",
-    "SyncBase", "TABLES", "empty_store", "UTCDateTime", "utc_now", "MIGRATIONS", "INITIAL_REVISION", "SCHEMA_LOCK_KEY", "StoreSchemaError", "default_store_url",
+    "SyncBase", "TABLES", "empty_store", "UTCDateTime", "utc_now", "MIGRATIONS", "INITIAL_REVISION", "SCHEMA_LOCK_KEY", "HEAD_REVISION", "at_head", "StoreSchemaError", "default_store_url",
     "Store", "make_engine", "alembic_config", "upgrade_store", "open_store", "insert_on_conflict", "upsert_newer",
 ]
 
@@ -64,6 +65,9 @@ Store = Engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The migration that creates the schema of the releases before migrations (``create_all``).
 INITIAL_REVISION = "0001"
+#: The newest migration (tests check it against Alembic's head): a store already at it is
+#: recognised with one query, without loading Alembic (every flow-run process opens its store).
+HEAD_REVISION = "0001"
 
 #: Lock held while a schema is upgraded. PostgreSQL: the key of a transaction-level
 #: advisory lock (flow runs of one organisation starting at once on several workers
@@ -84,7 +88,14 @@ def default_store_url() -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        # WAL is a property of the file: the first connection switches it. The switch needs the
+        # file to itself and answers "database is locked" at once (no busy wait) while another
+        # connection holds a lock; that one then has switched it or will, so only try.
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -152,6 +163,15 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
         conn.commit()
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the store's ``alembic_version`` names :data:`HEAD_REVISION` (one query, no Alembic)."""
+    version = table("alembic_version", column("version_num"))
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return False
+        return list(conn.execute(select(version.c.version_num)).scalars()) == [HEAD_REVISION]
+
+
 def upgrade_store(engine: Engine) -> str:
     """Bring the store's schema to the newest migration; returns that revision id.
 
@@ -162,6 +182,8 @@ def upgrade_store(engine: Engine) -> str:
     it first: its rows stay as they are. Raises :class:`StoreSchemaError` for a
     store without history that holds only some of those tables.
     """
+    if at_head(engine):
+        return HEAD_REVISION
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory

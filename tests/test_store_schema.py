@@ -149,6 +149,22 @@ def test_processes_upgrading_one_sqlite_store_at_once_do_not_collide(tmp_path):
         engine.dispose()
 
 
+def test_head_revision_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    assert store.HEAD_REVISION == ScriptDirectory.from_config(store.alembic_config()).get_current_head()
+
+
+def test_a_store_at_head_is_recognised_without_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    open_store(url).dispose()
+    code = f"import sys; from sync.store import open_store; open_store({url!r}).dispose(); print('alembic' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_the_migrations_ship_inside_the_package():
     assert (store.MIGRATIONS / "env.py").is_file() and (store.MIGRATIONS / "versions" / "0001_initial.py").is_file()
     assert store.MIGRATIONS.parent == Path(store.__file__).resolve().parent
