@@ -13,6 +13,8 @@ Bookings; point each of the client's base URLs at this one):
 * Zoho Bookings v1 under ``/bookings/v1/json/`` (:mod:`sandbox.bookings`).
 * An admin API under ``/__sandbox/`` for credentials, resets, "UI" edits, fault
   injection, counters and dumps (:mod:`sandbox.admin`).
+* A settable clock (:mod:`sandbox.clock`, ``/__sandbox/clock``) and Zoho's API
+  limits, counted always and enforced with ``limits_enforced`` (:mod:`sandbox.limits`).
 
 It is written from Zoho's documents (``shared/seeds`` and
 ``shared/zoho-api-notes.md``) and imports nothing of the project's own packages,

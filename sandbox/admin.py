@@ -23,6 +23,10 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
   Answers ``{"data": [per-record result]}``.
 * ``PATCH /__sandbox/bookings/{booking_id}`` ``{"start_time"?, "staff_id"?, "action"?}``
   (``#`` URL-encoded as ``%23``): edit a booking as its owner would; the webhook fires.
+* ``GET``/``PUT /__sandbox/clock``: the sandbox's now (ISO 8601 UTC) and offset
+  from real time; ``PUT`` ``{"now": "<ISO 8601>"}``, ``{"advance_seconds": N}`` or
+  ``{"real": true}`` (see :mod:`sandbox.clock` for what follows it). A reset goes
+  back to real time.
 * ``GET``/``PUT``/``DELETE /__sandbox/faults``: per route group (``accounts``,
   ``crm``, ``bulk``, ``bookings``, or ``all``) ``{"error_500": p, "error_429": p,
   "retry_after": s, "delay": s, "drop": p}``; ``p`` is a probability 0..1, a
@@ -36,7 +40,9 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
   ``group:kind``, ``kind`` one of ``500``, ``429``, ``drop``, ``delay``), writes
   (per module, and per record in ``writes_by_record``: ``"<module>:<id>"`` or
   ``"bookings:<booking_id>"``, admin edits included),
-  outbound deliveries (sent, failed, refused), bulk jobs and downloads. Calls are
+  outbound deliveries (sent, failed, refused), bulk jobs and downloads, and
+  ``limits``: the day's usage per API family against Zoho's limits
+  (:mod:`sandbox.limits`). Calls are
   named by route template (``GET /crm/{version}/{module}``), faulted ones too.
 * ``GET /__sandbox/dump?module=Appointments__s|Events|bookings&booking_id=...``:
   both sides' records as the APIs show them.
@@ -48,7 +54,6 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 from __future__ import annotations
 
 import copy
-import time
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +68,7 @@ from .crm_records import apply_updates
 from .crm_request import check_module
 from .crm_status import auto_completes, view
 from .errors import BookingsError, CrmError
+from .limits import BOOKINGS_PLANS, CRM_EDITIONS
 from .seed import UI_USER
 from .state import DEFAULT_SCOPES, SandboxState
 
@@ -142,7 +148,7 @@ async def expire_tokens(request: Request) -> dict[str, int]:
     """Expire every access token now."""
     state = _state(request)
     for info in state.access_tokens.values():
-        info["expires_at"] = time.time() - 1
+        info["expires_at"] = clock.timestamp() - 1
     state.save_oauth()
     return {"expired": len(state.access_tokens)}
 
@@ -206,6 +212,12 @@ def _check_settings(state: SandboxState, changes: dict[str, Any]) -> None:
         if trial.anchor_date:
             date.fromisoformat(trial.anchor_date)
         ZoneInfo(trial.org_time_zone)
+        if trial.bookings_plan not in BOOKINGS_PLANS:
+            raise ValueError(f"bookings_plan should be one of {', '.join(BOOKINGS_PLANS)}")
+        if trial.crm_edition not in CRM_EDITIONS:
+            raise ValueError(f"crm_edition should be one of {', '.join(CRM_EDITIONS)}")
+        if not 400 <= trial.bookings_limit_status <= 599:
+            raise ValueError("bookings_limit_status should be an HTTP error status (400..599)")
     except (TypeError, ValueError, KeyError, ZoneInfoNotFoundError) as exc:
         raise CrmError("INVALID_DATA", 400, f"bad setting value: {exc}") from None
 
@@ -240,6 +252,41 @@ async def edit_booking(booking_id: str, request: Request) -> JSONResponse:
     for event in events:
         bk.webhook(state, request, booking, event, "ui")
     return bk.ok(bk.view(booking, api_domain(request), clock.now()))
+
+
+def _clock_view() -> dict[str, Any]:
+    return {"now": clock.now().isoformat().replace("+00:00", "Z"), "offset_seconds": round(clock.offset(), 3), "real": clock.offset() == 0}
+
+
+@router.get("/clock")
+async def get_clock() -> dict[str, Any]:
+    """The sandbox's now (ISO 8601 UTC) and its offset from real time in seconds."""
+    return _clock_view()
+
+
+@router.put("/clock")
+async def put_clock(request: Request) -> dict[str, Any]:
+    """``{"now": "<ISO 8601 with offset>"}`` sets the clock (it keeps running from
+    there), ``{"advance_seconds": N}`` moves it (negative: back), ``{"real": true}``
+    goes back to real time. Exactly one key; anything else answers 400."""
+    body = await _body(request)
+    if len(body) != 1 or next(iter(body)) not in ("now", "advance_seconds", "real"):
+        raise CrmError("INVALID_DATA", 400, 'give exactly one of "now", "advance_seconds", "real"')
+    if "now" in body:
+        try:
+            clock.set_now(clock.parse_iso(body["now"]))
+        except (ValueError, OverflowError) as exc:
+            raise CrmError("INVALID_DATA", 400, f"bad now: {exc}") from None
+    elif "advance_seconds" in body:
+        step = body["advance_seconds"]
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            raise CrmError("INVALID_DATA", 400, "advance_seconds should be a number")
+        clock.advance(float(step))
+    else:
+        if body["real"] is not True:
+            raise CrmError("INVALID_DATA", 400, 'real takes true')
+        clock.set_real()
+    return _clock_view()
 
 
 @router.get("/faults")
@@ -289,8 +336,9 @@ async def clear_faults(request: Request) -> dict[str, Any]:
 
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """API-call counters."""
-    return _state(request).stats.as_dict()
+    """API-call counters, and the day's usage against Zoho's API limits (``limits``)."""
+    state = _state(request)
+    return {**state.stats.as_dict(), "limits": state.usage.as_dict(state.config)}
 
 
 @router.delete("/stats")

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import admin, auth, bookings, bulk, crm, watch
+from . import admin, auth, bookings, bulk, crm, limits, watch
 from .config import SandboxConfig
 from .errors import BookingsError, CrmError
 from .outbox import Outbox
@@ -66,7 +66,8 @@ def _fault_body(group: str, kind: str) -> dict[str, Any]:
 
 
 class FaultsAndStats:
-    """ASGI middleware: counts every API call and injects the configured faults."""
+    """ASGI middleware: counts every API call, applies Zoho's API limits
+    (:mod:`sandbox.limits`, before any fault) and injects the configured faults."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -81,13 +82,23 @@ class FaultsAndStats:
         authz = headers.get(b"authorization", b"").decode("latin-1")
         token = authz.partition(" ")[2].strip()
         spec: dict[str, float] = {**state.faults.get("all", {}), **state.faults.get(group, {})}
+        usage = state.usage
+        method, path = scope["method"], scope.get("path", "")
+        admitted = False
         try:
+            refusal = limits.admit(usage, state.config, group, method, path, headers)
+            if refusal is not None:
+                await _answer(send, refusal[1], refusal[2], refusal[3])
+                raise _Answered()
+            admitted = True
             if spec:
                 await self._inject(state, group, spec, send)
             await self.app(scope, receive, send)
         except _Answered:
             pass
         finally:
+            if admitted:
+                limits.release(usage, group, method, path, headers)
             label = f"{scope['method']} {_route_template(scope)}"
             state.stats.calls[label] += 1
             state.stats.calls_by_group[group] += 1
@@ -113,6 +124,14 @@ class FaultsAndStats:
                 await send({"type": "http.response.start", "status": int(kind), "headers": hdrs})
                 await send({"type": "http.response.body", "body": body})
                 raise _Answered()
+
+
+async def _answer(send: Any, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+    raw = json.dumps(body).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": raw})
 
 
 def _route_template(scope: dict) -> str:

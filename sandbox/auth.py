@@ -32,12 +32,12 @@ Follows Zoho's OAuth documents (CRM "Step 4: Refreshing your Access Tokens",
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from . import clock
 from .errors import BookingsError, CrmError
 from .state import SandboxState, scope_covers, token_label
 
@@ -67,7 +67,7 @@ def _mint(state: SandboxState, refresh_token: str, request: Request) -> dict[str
     """Mint an access token for ``refresh_token``; ``None`` when the mint limit is reached."""
     cfg = state.config
     grant = state.refresh_tokens[refresh_token]
-    now = time.time()
+    now = clock.timestamp()
     grant["mints"] = [t for t in grant["mints"] if t > now - cfg.token_window]
     if len(grant["mints"]) >= cfg.token_mint_limit:
         state.stats.token_requests_throttled += 1
@@ -124,7 +124,7 @@ async def token(request: Request) -> JSONResponse:
         body = _mint(state, rt, request)
         return JSONResponse(body) if body else JSONResponse(THROTTLED, status_code=400)
     code = state.grant_codes.pop(p.get("code", ""), None)
-    if code is None or code["client_id"] != p["client_id"] or code["expires_at"] < time.time():
+    if code is None or code["client_id"] != p["client_id"] or code["expires_at"] < clock.timestamp():
         state.save_oauth()
         return JSONResponse({"error": "invalid_code"})
     held = [t for t, g in state.refresh_tokens.items() if g["client_id"] == p["client_id"]]
@@ -170,7 +170,7 @@ def _token_info(request: Request) -> dict[str, Any] | None:
     if scheme.lower() != "zoho-oauthtoken" or not tok:  # the only scheme Zoho documents
         return None
     info = state.access_tokens.get(tok.strip())
-    if info is None or info["expires_at"] <= time.time():
+    if info is None or info["expires_at"] <= clock.timestamp():
         return None
     return info
 

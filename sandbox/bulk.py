@@ -383,14 +383,14 @@ def write_ics_zip(job_id: str, records: list[dict[str, Any]]) -> bytes:
 
 # ------------------------------------------------------------------------- jobs
 def _page_token(offset: int, job: BulkJob) -> str:
-    raw = json.dumps({"o": offset, "p": job.page + 1, "m": job.module, "e": time.time() + 86400})
+    raw = json.dumps({"o": offset, "p": job.page + 1, "m": job.module, "e": clock.timestamp() + 86400})
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _read_page_token(token: Any) -> tuple[int, int, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(str(token) + "=" * (-len(str(token)) % 4)))
-        if data["e"] < time.time():
+        if data["e"] < clock.timestamp():
             raise CrmError("INVALID_DATA", 400, "the page_token has expired", {"api_name": "page_token"})
         offset, page, module = int(data["o"]), int(data["p"]), str(data["m"])
         if offset < 0 or page < 1:

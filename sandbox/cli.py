@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from .config import SandboxConfig
+from .limits import BOOKINGS_PLANS, CRM_EDITIONS
 
 PROG = "appt-sync sandbox"
 
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bulk-page-size", type=int, default=d.bulk_page_size, help="records per Bulk Read page")
     p.add_argument("--bookings-webhook-url", default="", help="where booking changes are POSTed")
     p.add_argument("--public-url", default="", help="base URL to return as api_domain")
+    p.add_argument("--limits-enforced", action="store_true", help="enforce Zoho's API limits (default: count only)")
+    p.add_argument("--bookings-plan", default=d.bookings_plan, choices=sorted(BOOKINGS_PLANS), help="Bookings plan: calls a day (default %(default)s)")
+    p.add_argument("--crm-edition", default=d.crm_edition, choices=CRM_EDITIONS, help="CRM edition: credits and concurrency (default %(default)s)")
+    p.add_argument("--crm-users", type=int, default=d.crm_users, help="CRM user licences (default %(default)s)")
+    p.add_argument("--crm-credit-limit", type=int, default=d.crm_credit_limit, help="CRM credits per 24 hours (default 0: the edition's)")
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -93,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         bulk_page_size=args.bulk_page_size,
         bookings_webhook_url=args.bookings_webhook_url,
         public_url=args.public_url,
+        limits_enforced=args.limits_enforced,
+        bookings_plan=args.bookings_plan,
+        crm_edition=args.crm_edition,
+        crm_users=args.crm_users,
+        crm_credit_limit=args.crm_credit_limit,
     )
     from .app import serve
 

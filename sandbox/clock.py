@@ -1,5 +1,16 @@
 """Time helpers: every instant inside the sandbox is an aware ``datetime``.
 
+The sandbox's clock is settable (``GET``/``PUT /__sandbox/clock``): :func:`now`
+and :func:`timestamp` are real time plus an offset, and every instant the sandbox
+reasons about (appointments passing and Overdue, token expiry and the mint window,
+grant codes, page tokens, notification channel expiry, the Bookings day and the CRM
+credit window) reads them. The offset is one per process (one sandbox per
+process) and goes back to 0 (real time) at every reset. Timers that only measure
+real durations stay on real time: a Bulk Read job's progress through its states
+and its result's lifetime (the job runs in a real ``asyncio.sleep``; moving the
+clock must not report ``COMPLETED`` before the file exists), the 10 downloads a
+minute throttle and the outbox's log stamps.
+
 Strings exist only at the edges: ISO 8601 with offset for CRM (in the org's time
 zone, seconds precision, as Zoho answers) and ``dd-MMM-yyyy HH:mm:ss`` in a
 booking's own ``time_zone`` for Bookings.
@@ -7,6 +18,7 @@ booking's own ``time_zone`` for Bookings.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -16,9 +28,41 @@ _MONTH_NUMBER = {name.lower(): i + 1 for i, name in enumerate(_MONTHS)}
 UTC = timezone.utc
 
 
+#: Seconds the sandbox's clock is ahead of real time (negative: behind).
+_offset: float = 0.0
+
+
+def timestamp() -> float:
+    """The sandbox's now as POSIX seconds (real time plus the offset)."""
+    return time.time() + _offset
+
+
 def now() -> datetime:
-    """The current instant, UTC, whole seconds (Zoho's times carry no fractions)."""
-    return datetime.now(UTC).replace(microsecond=0)
+    """The sandbox's current instant, UTC, whole seconds (Zoho's times carry no fractions)."""
+    return datetime.fromtimestamp(timestamp(), UTC).replace(microsecond=0)
+
+
+def offset() -> float:
+    """Seconds the sandbox's clock is ahead of real time."""
+    return _offset
+
+
+def set_now(instant: datetime) -> None:
+    """Make ``instant`` (aware) the sandbox's now; the clock keeps running from there."""
+    global _offset
+    _offset = instant.timestamp() - time.time()
+
+
+def advance(seconds: float) -> None:
+    """Move the sandbox's clock by ``seconds`` (negative: back)."""
+    global _offset
+    _offset += seconds
+
+
+def set_real() -> None:
+    """Back to real time."""
+    global _offset
+    _offset = 0.0
 
 
 def to_crm(instant: datetime, tz: str) -> str:

@@ -18,7 +18,10 @@ SEED_TIME_ZONES = ("America/New_York", "Europe/London", "Australia/Sydney", "Asi
 class SandboxConfig:
     """Settings of one sandbox instance.
 
-    Times are seconds unless the name says otherwise.
+    Times are seconds unless the name says otherwise. Zoho's API limits
+    (``sandbox/limits.py``) are counted always but enforced only with
+    ``limits_enforced`` (off by default; plan Premium, edition Enterprise, 10 users),
+    so existing tests, ``make demo`` and the benchmarks are never refused.
     """
 
     #: Appointments the seed creates (each one is a booking, an
@@ -64,6 +67,23 @@ class SandboxConfig:
     allow_remote_callbacks: bool = False
     #: Base URL returned as ``api_domain`` (empty: the URL the request came in on).
     public_url: str = ""
+    #: Enforce Zoho's API limits (see ``sandbox/limits.py``). Off by default so
+    #: tests, ``make demo`` and the benchmarks are never refused; usage is counted
+    #: either way (``GET /__sandbox/stats`` -> ``limits``).
+    limits_enforced: bool = False
+    #: Zoho Bookings plan: ``Free`` (250 calls a day), ``Basic`` (1,000), ``Premium`` (3,000).
+    bookings_plan: str = "Premium"
+    #: HTTP status of a Bookings call past the daily limit (Zoho documents none; 429 here).
+    bookings_limit_status: int = 429
+    #: Zoho CRM edition: ``Free``, ``Standard``, ``Professional``, ``Enterprise``, ``Ultimate``
+    #: (credits per 24 hours and concurrent calls follow it).
+    crm_edition: str = "Enterprise"
+    #: CRM user licences (credits grow with them).
+    crm_users: int = 10
+    #: CRM credits per rolling 24 hours; 0: the edition's figure (for tests).
+    crm_credit_limit: int = 0
+    #: Credits one Bulk Read create costs (assumed 50; every other call costs 1).
+    crm_bulk_read_credits: int = 50
 
     def update(self, changes: dict[str, Any]) -> list[str]:
         """Apply ``changes`` (name -> value) all or nothing; returns the names that are not settings.

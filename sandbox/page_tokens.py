@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
+from . import clock
 from .errors import CrmError
 
 #: The fields a list can be sorted by (``sort_by``).
@@ -23,7 +23,7 @@ TOKEN_TTL = 86400
 
 def encode_token(offset: int, sort_by: str, sort_order: str) -> str:
     """A ``page_token`` for the page starting at ``offset`` in this sort, valid for a day."""
-    raw = json.dumps({"o": offset, "s": sort_by, "d": sort_order, "e": time.time() + TOKEN_TTL})
+    raw = json.dumps({"o": offset, "s": sort_by, "d": sort_order, "e": clock.timestamp() + TOKEN_TTL})
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 def decode_token(token: str) -> dict[str, Any]:
@@ -40,6 +40,6 @@ def decode_token(token: str) -> dict[str, Any]:
         valid = False
     if not valid:
         raise CrmError("INVALID_DATA", 400, "invalid page_token", {"param_name": "page_token"})
-    if data["e"] < time.time():
+    if data["e"] < clock.timestamp():
         raise CrmError("INVALID_DATA", 400, "page_token expired", {"param_name": "page_token"})
     return data

@@ -19,13 +19,14 @@ import json
 import random
 import secrets
 import sqlite3
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import clock
 from . import seed as seeding
 from .config import SandboxConfig
+from .limits import Usage
 
 DEFAULT_SCOPES = (
     "ZohoCRM.modules.ALL",
@@ -178,11 +179,13 @@ class SandboxState:
 
     # ------------------------------------------------------------------ set-up
     def reset(self, keep_persisted: bool = False) -> None:
-        """Re-seed the data and forget tokens, jobs, channels, faults and counters.
+        """Re-seed the data and forget tokens, jobs, channels, faults and counters;
+        the clock goes back to real time and API-limit usage to zero.
 
         The sandbox's own credentials (``GET /__sandbox/credentials``) are derived
         from the seed, so they stay valid across a reset with the same seed.
         """
+        clock.set_real()
         cfg = self.config
         p = self.persistence
         loaded = False
@@ -202,6 +205,7 @@ class SandboxState:
                 p.save_many("Appointments__s", self.appointments)
                 p.save_many("Events", self.events)
                 p.save_many("bookings", self.bookings)
+        self.usage = Usage()
         self.rng = random.Random(cfg.seed)
         self.jobs: dict[str, BulkJob] = {}
         self.job_seq = 0
@@ -303,7 +307,7 @@ class SandboxState:
     def new_grant_code(self, client_id: str, scopes: list[str], ttl: float = 600) -> str:
         """A one-time grant code for the ``authorization_code`` grant (valid ``ttl`` seconds)."""
         code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-        self.grant_codes[code] = {"client_id": client_id, "scope": scopes, "expires_at": time.time() + ttl}
+        self.grant_codes[code] = {"client_id": client_id, "scope": scopes, "expires_at": clock.timestamp() + ttl}
         self.save_oauth()
         return code
 

@@ -24,7 +24,6 @@ routes of :mod:`sandbox.crm` (``/crm/{version}/{module}/{id}`` would match
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +45,7 @@ def notify(state: SandboxState, request: Request, module: str, operation: str, c
     """POST one notification per watching channel for the records in ``changes`` (id -> changed fields)."""
     if not changes:
         return
-    now = time.time()
+    now = clock.timestamp()
     stamp = clock.now()
     short = {"insert": "create", "update": "edit", "delete": "delete"}[operation]
     outbox = request.app.state.outbox
@@ -83,7 +82,7 @@ async def watch_list(version: str, request: Request) -> Response:
     check_version(version)
     require_crm(request, "ZohoCRM.notifications.READ")
     state: SandboxState = request.app.state.sandbox
-    now = time.time()
+    now = clock.timestamp()
     active = [c for c in state.channels.values() if c["expiry_epoch"] > now]
     if not active:
         return Response(status_code=204)

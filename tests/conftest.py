@@ -46,6 +46,13 @@ TEST_CONFIG: dict[str, Any] = {
     "public_url": "",
     "bulk_result_ttl": 86_400,
     "org_time_zone": "Asia/Kolkata",
+    "limits_enforced": False,
+    "bookings_plan": "Premium",
+    "bookings_limit_status": 429,
+    "crm_edition": "Enterprise",
+    "crm_users": 10,
+    "crm_credit_limit": 0,
+    "crm_bulk_read_credits": 50,
 }
 
 #: One TLS context for every test client: httpx builds a new one per client
