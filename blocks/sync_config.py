@@ -28,6 +28,11 @@ class AppointmentSyncConfig(Block):
     runs) and ``incremental_past_days`` / ``incremental_future_days`` for incremental
     runs; ``bookings_time_zone`` is the workspace time zone ``fetchappointment``
     reads its window in. ``bookings_concurrency``: parallel Bookings calls.
+    ``bookings_calls_per_second``: Bookings calls per second across every worker of
+    the organisation's OAuth grant (Prefect global concurrency limit
+    ``zoho-bookings-rate-<oauth_block>`` with slot decay; 0: no limit).
+    ``writer_wait_seconds``: how long a run waits for another run of the same
+    organisation to finish applying (the one-writer lock ``appt-sync-writer-<block>``).
     ``state_store_url``: SQLAlchemy URL (default: SQLite under ``.data/``).
     """
 
@@ -60,6 +65,24 @@ class AppointmentSyncConfig(Block):
     incremental_future_days: int = Field(default=30, ge=0, title="Incremental runs: days ahead", description="Incremental runs read Bookings up to this many days ahead.")
     incremental_overlap_minutes: int = Field(default=5, ge=0, title="Incremental overlap (minutes)", description="Incremental runs re-read CRM changes from this many minutes before the last run's bookmark.")
     bookings_concurrency: int = Field(default=5, ge=1, le=20, title="Parallel Bookings calls", description="How many Bookings API calls (reads and writes) run at once (1-20).")
+    bookings_calls_per_second: float = Field(
+        default=0.0, ge=0, title="Bookings calls per second (all workers)",
+        description=(
+            "At most this many Bookings API calls per second across every worker using the same Zoho OAuth block "
+            "(Prefect global concurrency limit zoho-bookings-rate-<oauth block>, created on first use). "
+            "0 (default): no limit, and no extra Prefect API call per Bookings call. Each rate-limited call costs at least one "
+            "Prefect API call and can wait seconds for a slot; set it (e.g. 2-5) only when Zoho throttles Bookings. "
+            "Parallelism is bookings_concurrency."
+        ),
+    )
+    writer_wait_seconds: float = Field(
+        default=900.0, gt=0, title="Wait for another run's writes (seconds)",
+        description=(
+            "Runs of one organisation plan and apply one at a time (Prefect global concurrency limit "
+            "appt-sync-writer-<config block>, limit 1). A run waits at most this long for the run applying before it, then fails "
+            "(webhook runs are retried)."
+        ),
+    )
     bookings_page_size: int = Field(default=100, ge=1, le=100, title="Bookings page size", description="Appointments per fetchappointment page (at most 100).")
     state_store_url: str | None = Field(
         default=None, title="State store URL",

@@ -15,6 +15,17 @@ batches leaves the first k committed. A refused record is logged with Zoho's cod
 and message; the rest go on. Conflicts and deferred changes are reported and
 re-planned next run.
 
+One writer per organisation: the Bookings read, planning and applying (through the
+last write and base update) run inside the Prefect global concurrency limit
+``appt-sync-writer-<config_block>`` (limit 1, created on first use, ``strict``,
+60 s lease renewed while held: a crashed holder frees it within a minute; a run
+waits ``writer_wait_seconds``). A second run of the organisation plans after the
+first has committed its writes and bases, so it sends none of them again. The CRM
+read may overlap (the store never takes an older ``Modified_Time``); the Bookings
+read may not (a page read before another run's write and stored after it would
+look like a Bookings edit back to the old value). Bookings calls are paced across
+workers by ``bookings_calls_per_second`` (:func:`tasks.sync.bookings_rate`).
+
 Reporting (:mod:`sync.report`): a markdown summary and tables of changes (old ->
 new, in the booking's time zone and UTC), failures and conflicts (what each side
 wanted, who won, why), published also when the run fails part-way, before the
@@ -29,6 +40,7 @@ state store :mod:`sync.links`, the Zoho calls :mod:`tasks.sync`.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -38,6 +50,7 @@ from typing import AsyncIterator, Iterable, Iterator, Literal
 
 from prefect import events, flow, get_client, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
@@ -63,10 +76,18 @@ from sync.modules import CrmModule, crm_module
 from sync.outcomes import Outcome, call_failed, commit_write
 from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
 from sync.store import Store, open_store, utc_now
-from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, get_bookings, read_crm_changes
+from tasks.sync import apply_bookings, apply_crm_batch, ensure_limit, fetch_bookings, get_bookings, read_crm_changes
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
 EVENT_NAMES = {Kind.RESCHEDULE: "zoho.appointment.rescheduled", Kind.CANCEL: "zoho.appointment.cancelled", Kind.COMPLETE: "zoho.appointment.completed", Kind.NO_SHOW: "zoho.appointment.no_show"}
+
+#: Lease of the one-writer lock (seconds): renewed while the run holds it; a crashed holder frees it after this.
+WRITER_LEASE_SECONDS = 60
+
+
+def writer_lock_name(config_block: str) -> str:
+    """The Prefect global concurrency limit (limit 1) that lets one run of an organisation plan and apply at a time."""
+    return f"appt-sync-writer-{config_block}"
 
 
 def _run_name() -> str:
@@ -124,14 +145,9 @@ async def sync_appointments(
     try:
         async with open_run(config_block, mode, booking_ids, crm_ids, summary) as run:
             await read_crm_side(run)
-            await read_bookings_side(run)
-            planned = plan_changes(run)
-            if dry_run:
-                record_dry_run(run, planned)
-            else:
-                await recheck_applied(run, planned)
-                await apply_to_crm(run, planned)
-                await apply_to_bookings(run, planned)
+            async with one_writer(run):
+                await read_bookings_side(run)
+                await plan_and_apply(run, dry_run)
             advance_bookmark(run)
             await finish(run)
     except Exception as exc:
@@ -202,16 +218,43 @@ async def read_bookings_side(run: SyncRun) -> None:
     cfg = run.cfg
     if run.targeted:
         ids = list(run.booking_ids or [])
-        rows, missing = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency)
+        rows, missing = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency, cfg.bookings_calls_per_second)
         run.calls["bookings_read"] += len(ids)
         for booking_id in missing:
             run.summary.add_failure(read_failure(booking_id, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
     else:
         past, future = (cfg.bookings_past_days, cfg.bookings_future_days) if run.mode == "full" else (cfg.incremental_past_days, cfg.incremental_future_days)
         start, end = bookings_window(run.now, past, future)
-        rows, calls = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size)
+        rows, calls = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size, cfg.bookings_calls_per_second)
         run.calls["bookings_read"] += calls
     upsert_bookings(run.engine, rows, run.now)
+
+
+@asynccontextmanager
+async def one_writer(run: SyncRun) -> AsyncIterator[None]:
+    """Hold the organisation's one-writer lock (:func:`writer_lock_name`; created on first use):
+    wait at most ``writer_wait_seconds`` (``TimeoutError``) for a run of the same organisation
+    that is applying; the lease is renewed while held and lapses within a minute of a crash."""
+    run.summary.stage = "waiting for another run of this organisation"
+    name = writer_lock_name(run.config_block)
+    await ensure_limit(name, 1)
+    asked = time.monotonic()
+    async with concurrency(name, occupy=1, timeout_seconds=run.cfg.writer_wait_seconds, lease_duration=WRITER_LEASE_SECONDS, strict=True):
+        waited = time.monotonic() - asked
+        if waited >= 1:
+            get_run_logger().info("waited %.1f s for another run of %s to finish applying (%s)", waited, run.config_block, name)
+        yield
+
+
+async def plan_and_apply(run: SyncRun, dry_run: bool) -> None:
+    """Plan, then (unless ``dry_run``) re-check what was applied before and send the CRM and Bookings changes."""
+    planned = plan_changes(run)
+    if dry_run:
+        record_dry_run(run, planned)
+        return
+    await recheck_applied(run, planned)
+    await apply_to_crm(run, planned)
+    await apply_to_bookings(run, planned)
 
 
 def plan_changes(run: SyncRun) -> Plan:
@@ -274,7 +317,7 @@ async def recheck_applied(run: SyncRun, planned: Plan) -> None:
     stale = sorted({a.booking_id for a in planned.actions if a.key in already})
     get_run_logger().warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
     await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
-    rows, _ = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency)
+    rows, _ = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
     run.calls["bookings_read"] += len(stale)
     upsert_bookings(run.engine, rows, utc_now())
     fresh = _plan(run, stale)
@@ -301,7 +344,8 @@ async def apply_to_crm(run: SyncRun, planned: Plan) -> None:
 async def apply_to_bookings(run: SyncRun, planned: Plan) -> None:
     """Send the Bookings changes, ``bookings_concurrency`` calls at a time."""
     run.summary.stage = "applying changes"
-    outcomes = await apply_bookings(run.cfg.oauth_block, [a for a in planned.actions if a.target is Side.BOOKINGS], run.cfg.bookings_concurrency)
+    actions = [a for a in planned.actions if a.target is Side.BOOKINGS]
+    outcomes = await apply_bookings(run.cfg.oauth_block, actions, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
     run.calls["bookings_write"] += sum(o.sent for o in outcomes)
     _record(run, outcomes)
 

@@ -15,18 +15,28 @@ a task started outside one opens its own client. What a record or booking means
 (rows, payloads, rules) is :mod:`sync.modules` and :mod:`sync.bookings`. Applying
 never raises for a record Zoho refuses: the :class:`~sync.outcomes.Outcome`
 carries Zoho's code and message and the run goes on.
+
+Bookings calls across workers: with ``calls_per_second`` > 0 the helpers pass each
+Bookings call (retries included) through Prefect's :func:`~prefect.concurrency.asyncio.rate_limit`
+on the global concurrency limit ``zoho-bookings-rate-<oauth_block>`` (slot decay =
+the rate; created on first use by :func:`ensure_limit`), so N workers share one
+rate; ``concurrency`` still caps the calls in flight per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterable, Mapping
 
-from prefect import task
+from prefect import get_client, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.concurrency.asyncio import rate_limit
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run
 
 from blocks.zoho_oauth import ZohoOAuth
@@ -47,6 +57,12 @@ from .retry import ZOHO_RETRIES, retry_transient
 #: Record ids per ``GET /crm/v7/{module}?ids=`` call (Zoho's limit).
 CRM_IDS_PER_CALL = 100
 
+#: The Bookings rate of the current context: ``(limit name, calls per second)``; None: no limit.
+_bookings_rate: ContextVar[tuple[str, float] | None] = ContextVar("appt_sync_bookings_rate", default=None)
+
+#: Limits this process has made sure of, with their settings (one Prefect API read per limit and process).
+_ensured: dict[str, tuple[int, float | None]] = {}
+
 #: Clients opened by :func:`shared_client` in the current context, by ``ZohoOAuth`` block name.
 _shared: ContextVar[Mapping[str, ZohoClient]] = ContextVar("appt_sync_shared_zoho_clients", default={})
 
@@ -66,6 +82,54 @@ async def shared_client(oauth_block: str) -> AsyncIterator[ZohoClient]:
             yield zoho
         finally:
             _shared.reset(token)
+
+
+async def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
+    """Make sure the Prefect global concurrency limit ``name`` exists with ``limit`` slots (and
+    ``slot_decay_per_second``, a rate limit): created when missing (another process may win the
+    race; then it is read back), updated when its settings differ. Once per process and settings."""
+    if _ensured.get(name) == (limit, slot_decay_per_second):
+        return
+    async with get_client() as client:
+        try:
+            found = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=slot_decay_per_second or 0.0))
+            except Exception:  # another process created it first
+                await client.read_global_concurrency_limit_by_name(name)
+        else:
+            if found.limit != limit or (slot_decay_per_second is not None and found.slot_decay_per_second != slot_decay_per_second):
+                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=slot_decay_per_second))
+    _ensured[name] = (limit, slot_decay_per_second)
+
+
+def bookings_rate_name(oauth_block: str) -> str:
+    """The global concurrency limit (with slot decay) pacing the Bookings calls of ``oauth_block``."""
+    return f"zoho-bookings-rate-{oauth_block}"
+
+
+@asynccontextmanager
+async def bookings_rate(oauth_block: str, calls_per_second: float) -> AsyncIterator[None]:
+    """Bookings tasks started in this context wait their turn at ``calls_per_second`` across all
+    workers (:func:`bookings_turn`); 0: no limit, no Prefect API call. A nested use keeps the outer rate."""
+    if calls_per_second <= 0 or _bookings_rate.get() is not None:
+        yield
+        return
+    name = bookings_rate_name(oauth_block)
+    await ensure_limit(name, max(1, math.ceil(calls_per_second)), calls_per_second)
+    token = _bookings_rate.set((name, calls_per_second))
+    try:
+        yield
+    finally:
+        _bookings_rate.reset(token)
+
+
+async def bookings_turn() -> None:
+    """Wait for a slot of the Bookings rate limit of the current context (one Prefect API call), if any."""
+    rate = _bookings_rate.get()
+    if rate is not None:
+        await rate_limit(rate[0], occupy=1, strict=True)
 
 
 @asynccontextmanager
@@ -97,16 +161,20 @@ def _bookings_action_name() -> str:
 @task(name="fetch-bookings-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, time_zone: str, page: int, per_page: int) -> BookingsPage:
     """One ``fetchappointment`` page: bookings starting in [``start``, ``end``] (aware; sent as wall time in ``time_zone``)."""
+    await bookings_turn()
     async with zoho_client(oauth_block) as zoho:
         return await zoho.bookings.fetch_appointments(start, end, time_zone, page=page, per_page=per_page)
 
 
-async def fetch_bookings(oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
+async def fetch_bookings(
+    oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100, calls_per_second: float = 0.0
+) -> tuple[list[dict[str, Any]], int]:
     """Every booking starting in [``start``, ``end``] as ``bookings`` rows (:func:`sync.bookings.booking_row`):
-    ``(rows, calls)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`)."""
+    ``(rows, calls)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`),
+    at most ``calls_per_second`` across workers (:func:`bookings_rate`)."""
     rows: list[dict[str, Any]] = []
     cursor = BookingsPaging(per_page=per_page)
-    async with shared_client(oauth_block):
+    async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         while cursor:
             answer = await fetch_bookings_page(oauth_block, start, end, time_zone, **cursor.params)
             rows.extend(booking_row(b) for b in answer.response)
@@ -117,6 +185,7 @@ async def fetch_bookings(oauth_block: str, start: datetime, end: datetime, time_
 @task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
     """``getappointment``: the booking, or None when Zoho refuses it (not found, not allowed)."""
+    await bookings_turn()
     async with zoho_client(oauth_block) as zoho:
         try:
             return await zoho.bookings.get_appointment(booking_id)
@@ -126,8 +195,11 @@ async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
             return None
 
 
-async def get_bookings(oauth_block: str, booking_ids: list[str], concurrency: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
-    """``getappointment`` for each id (``concurrency`` at a time, a ``get-booking`` task run each):
+async def get_bookings(
+    oauth_block: str, booking_ids: list[str], concurrency: int = 5, calls_per_second: float = 0.0
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``getappointment`` for each id (``concurrency`` at a time, at most ``calls_per_second`` across
+    workers: :func:`bookings_rate`; a ``get-booking`` task run each):
     ``(bookings rows, ids Zoho refused)``; an id still failing after its retries raises."""
     if not booking_ids:
         return [], []
@@ -137,7 +209,7 @@ async def get_bookings(oauth_block: str, booking_ids: list[str], concurrency: in
         async with gate:
             return await get_booking(oauth_block, booking_id)
 
-    async with shared_client(oauth_block):
+    async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         found = await asyncio.gather(*(one(b) for b in booking_ids))
     return [booking_row(b) for b in found if b is not None], [b for b, r in zip(booking_ids, found) if r is None]
 
@@ -213,6 +285,7 @@ async def apply_bookings_action(oauth_block: str, action: Action) -> Outcome:
     reason = bookings.refusal(action)
     if reason is not None:
         return refused(action, reason)
+    await bookings_turn()
     async with zoho_client(oauth_block) as zoho:
         try:
             if action.kind is Kind.RESCHEDULE:
@@ -242,8 +315,9 @@ async def _unless_done(oauth_block: str, outcome: Outcome) -> Outcome:
     return Outcome(outcome.action, True, "ALREADY_DONE", f"the booking already shows it ({outcome.message})", start=row["start_time"], status=row["status"])
 
 
-async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrency: int) -> list[Outcome]:
-    """Apply Bookings actions, ``concurrency`` calls at a time, over one shared client; outcomes in order.
+async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrency: int, calls_per_second: float = 0.0) -> list[Outcome]:
+    """Apply Bookings actions, ``concurrency`` calls at a time (at most ``calls_per_second`` across
+    workers: :func:`bookings_rate`), over one shared client; outcomes in order.
 
     A refused write (:attr:`~sync.outcomes.Outcome.maybe_done`) is checked with one
     ``get-booking`` task run (:func:`_unless_done`); a task that still fails after its
@@ -264,5 +338,5 @@ async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrenc
             except Exception as exc:  # noqa: BLE001 - e.g. a connection error after the retries: recorded, the rest go on
                 return Outcome(action, False, type(exc).__name__, str(exc), transient=True)
 
-    async with shared_client(oauth_block):
+    async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         return list(await asyncio.gather(*(one(a) for a in actions)))

@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import httpx
 from pydantic import SecretStr
 
 from blocks import ZohoOAuth
@@ -159,6 +160,12 @@ def run_and_kill(sandbox, prefect_api: str, config: str, tmp_path: Path, kill_wh
             os.kill(child.pid, signal.SIGKILL)
             child.wait(10)
         log.close()
+    # A killed worker's lease on the one-writer lock lapses only after its 60 s (the server's minimum):
+    # free it now, as an operator would (``prefect gcl update appt-sync-writer-<config> --active-slots 0``).
+    for _ in range(20):  # the test server's SQLite answers 503 while it is busy
+        if httpx.patch(f"{prefect_api}/v2/concurrency_limits/appt-sync-writer-{config}", json={"active_slots": 0}, timeout=30).status_code == 204:
+            break
+        time.sleep(0.25)
     assert rc == -signal.SIGKILL, f"the child ended on its own (code {rc}) before the kill point:\n{(tmp_path / 'child.log').read_text()[-3000:]}"
     return written
 
