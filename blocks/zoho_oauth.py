@@ -31,10 +31,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
-from prefect.exceptions import MissingContextError, ObjectNotFound
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from pydantic import Field, SecretStr, field_validator
 
@@ -44,6 +42,7 @@ from zoho.datacentres import DataCentre, Endpoints
 from zoho.errors import TokenThrottledError
 
 from .fields import choice
+from .limits import ensure_limit
 
 #: Where the block logs outside a flow or task run.
 log = logging.getLogger("zoho_appointment_sync.blocks")
@@ -135,16 +134,6 @@ class ZohoOAuth(Block):
             raise ValueError("save the ZohoOAuth block (block.save(name)) before asking it for tokens")
         return f"zoho-oauth-{self._block_document_name}"
 
-    async def _ensure_lock(self) -> None:
-        async with get_client() as client:
-            try:
-                await client.read_global_concurrency_limit_by_name(self.lock_name)
-            except ObjectNotFound:
-                try:
-                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.lock_name, limit=1))
-                except Exception:  # another process created it first
-                    await client.read_global_concurrency_limit_by_name(self.lock_name)
-
     def _adopt(self, other: "ZohoOAuth") -> None:
         """Take the stored document's state, but never trade our token for one that
         expires earlier: concurrent callers share this instance, and a document read
@@ -177,7 +166,7 @@ class ZohoOAuth(Block):
         self._adopt(await type(self).aload(self._block_document_name))
         if self._usable(min_valid, rejected):
             return self.access_token  # type: ignore[return-value]
-        await self._ensure_lock()
+        await ensure_limit(self.lock_name, 1)
         async with concurrency(self.lock_name, occupy=1, timeout_seconds=self.lock_timeout_seconds, lease_duration=60, strict=True):
             self._adopt(await type(self).aload(self._block_document_name))
             if self._usable(min_valid, rejected):

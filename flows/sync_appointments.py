@@ -54,6 +54,7 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
+from blocks.limits import ensure_limit
 from blocks.sync_config import AppointmentSyncConfig
 from blocks.zoho_oauth import ZohoOAuth
 from flows.bulk_read import bulk_read
@@ -76,7 +77,7 @@ from sync.modules import CrmModule, crm_module
 from sync.outcomes import Outcome, call_failed, commit_write
 from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
 from sync.store import Store, open_store, utc_now
-from tasks.sync import apply_bookings, apply_crm_batch, ensure_limit, fetch_bookings, get_bookings, read_crm_changes
+from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, get_bookings, read_crm_changes
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
 EVENT_NAMES = {Kind.RESCHEDULE: "zoho.appointment.rescheduled", Kind.CANCEL: "zoho.appointment.cancelled", Kind.COMPLETE: "zoho.appointment.completed", Kind.NO_SHOW: "zoho.appointment.no_show"}

@@ -19,7 +19,7 @@ carries Zoho's code and message and the run goes on.
 Bookings calls across workers: with ``calls_per_second`` > 0 the helpers pass each
 Bookings call (retries included) through Prefect's :func:`~prefect.concurrency.asyncio.rate_limit`
 on the global concurrency limit ``zoho-bookings-rate-<oauth_block>`` (slot decay =
-the rate; created on first use by :func:`ensure_limit`), so N workers share one
+the rate; created on first use by :func:`blocks.limits.ensure_limit`), so N workers share one
 rate; ``concurrency`` still caps the calls in flight per process.
 """
 
@@ -32,13 +32,12 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, AsyncIterator, Iterable, Mapping
 
-from prefect import get_client, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.asyncio import rate_limit
-from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run
 
+from blocks.limits import ensure_limit
 from blocks.zoho_oauth import ZohoOAuth
 from sync import bookings
 from sync.bookings import booking_row
@@ -60,9 +59,6 @@ CRM_IDS_PER_CALL = 100
 #: The Bookings rate of the current context: ``(limit name, calls per second)``; None: no limit.
 _bookings_rate: ContextVar[tuple[str, float] | None] = ContextVar("appt_sync_bookings_rate", default=None)
 
-#: Limits this process has made sure of, with their settings (one Prefect API read per limit and process).
-_ensured: dict[str, tuple[int, float | None]] = {}
-
 #: Clients opened by :func:`shared_client` in the current context, by ``ZohoOAuth`` block name.
 _shared: ContextVar[Mapping[str, ZohoClient]] = ContextVar("appt_sync_shared_zoho_clients", default={})
 
@@ -82,26 +78,6 @@ async def shared_client(oauth_block: str) -> AsyncIterator[ZohoClient]:
             yield zoho
         finally:
             _shared.reset(token)
-
-
-async def ensure_limit(name: str, limit: int, slot_decay_per_second: float | None = None) -> None:
-    """Make sure the Prefect global concurrency limit ``name`` exists with ``limit`` slots (and
-    ``slot_decay_per_second``, a rate limit): created when missing (another process may win the
-    race; then it is read back), updated when its settings differ. Once per process and settings."""
-    if _ensured.get(name) == (limit, slot_decay_per_second):
-        return
-    async with get_client() as client:
-        try:
-            found = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=slot_decay_per_second or 0.0))
-            except Exception:  # another process created it first
-                await client.read_global_concurrency_limit_by_name(name)
-        else:
-            if found.limit != limit or (slot_decay_per_second is not None and found.slot_decay_per_second != slot_decay_per_second):
-                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=slot_decay_per_second))
-    _ensured[name] = (limit, slot_decay_per_second)
 
 
 def bookings_rate_name(oauth_block: str) -> str:

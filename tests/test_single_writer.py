@@ -35,6 +35,7 @@ from blocks.sync_config import AppointmentSyncConfig
 from deployments.demo import disagreements
 from flows.sync_appointments import sync_appointments, writer_lock_name
 from tasks.sync import bookings_rate_name
+from zoho.timefmt import from_bookings, to_bookings
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
@@ -48,18 +49,8 @@ CHILD = (
 N_EACH_SIDE = 15
 
 
-def bk_instant(text: str, tz: str) -> datetime:
-    return datetime.strptime(text, "%d-%b-%Y %H:%M:%S").replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-
-
-def bk_text(instant: datetime, tz: str) -> str:
-    return instant.astimezone(ZoneInfo(tz)).strftime("%d-%b-%Y %H:%M:%S")
-
-
 def writable(start: datetime, tz: str) -> bool:
     """The moves below (+2 h, -1 h) land on wall times Bookings reads back as the same instants (no DST fold or gap)."""
-    from zoho.timefmt import from_bookings, to_bookings
-
     return all(from_bookings(to_bookings(t, tz), tz) == t for t in (start + timedelta(hours=2), start - timedelta(hours=1)))
 
 
@@ -85,7 +76,7 @@ def edit_both_sides(sandbox, n: int) -> set[str]:
     now = datetime.now(UTC)
     future = []
     for bk in sorted(dump["bookings"], key=lambda b: b["booking_id"]):
-        appt, start = crm.get(bk["booking_id"]), bk_instant(bk["start_time"], bk["time_zone"])
+        appt, start = crm.get(bk["booking_id"]), from_bookings(bk["start_time"], bk["time_zone"])
         if appt and bk["status"] == "UPCOMING" and appt["Status"] == "Scheduled" and now + timedelta(hours=3) < start < now + timedelta(days=14) and writable(start, bk["time_zone"]):
             future.append((appt, bk, start))
     assert len(future) >= 2 * n, f"the seed has only {len(future)} future appointments in the window"
@@ -96,7 +87,7 @@ def edit_both_sides(sandbox, n: int) -> set[str]:
         assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS", r.text
         targets.add(f"bookings:{bk['booking_id']}")
     for i, (appt, bk, start) in enumerate(future[n : 2 * n]):  # the customer cancels or moves it 1 h earlier: one CRM record
-        body = {"action": "cancel"} if i % 2 else {"start_time": bk_text(start - timedelta(hours=1), bk["time_zone"])}
+        body = {"action": "cancel"} if i % 2 else {"start_time": to_bookings(start - timedelta(hours=1), bk["time_zone"])}
         r = sandbox.http.patch(f"/__sandbox/bookings/{quote(bk['booking_id'], safe='')}", json=body)
         assert r.status_code == 200 and r.json()["response"]["status"] == "success", r.text
         targets.add(f"Appointments__s:{appt['id']}")
