@@ -18,6 +18,11 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 * ``GET``/``PUT /__sandbox/config``: read or change settings (``bulk_delay``,
   ``bulk_page_size``, ``token_ttl``, ``bookings_webhook_url``, ``ask_to_mark_completed``...).
   An unknown name or a value of the wrong type answers 400 and changes nothing.
+  Fault injection for benchmarks (not in Zoho): ``drop_bookings_webhooks`` and
+  ``drop_crm_notifications`` (fractions 0..1; outside that, or not a number,
+  answers 400 naming the setting) lose that share of Bookings webhooks and CRM
+  notifications, drawn from ``drop_seed`` (integer >= 0, or null for 0); naming
+  any of the three restarts the draws (see :mod:`sandbox.outbox`).
 * ``PATCH /__sandbox/crm/{module}/{id}``: edit a CRM record as a user in the UI
   would (same rules as the API, ``Modified_By`` is the UI user, notifications fire).
   Answers ``{"data": [per-record result]}``.
@@ -40,14 +45,14 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
   ``group:kind``, ``kind`` one of ``500``, ``429``, ``drop``, ``delay``), writes
   (per module, and per record in ``writes_by_record``: ``"<module>:<id>"`` or
   ``"bookings:<booking_id>"``, admin edits included),
-  outbound deliveries (sent, failed, refused), bulk jobs and downloads, and
+  outbound deliveries (sent, failed, refused, dropped), bulk jobs and downloads, and
   ``limits``: the day's usage per API family against Zoho's limits
   (:mod:`sandbox.limits`). Calls are
   named by route template (``GET /crm/{version}/{module}``), faulted ones too.
 * ``GET /__sandbox/dump?module=Appointments__s|Events|bookings&booking_id=...``:
   both sides' records as the APIs show them.
 * ``GET /__sandbox/outbox``: the last 500 notifications, webhooks and callbacks
-  sent (URL, status, payload); ``POST /__sandbox/outbox/drain`` waits until the
+  sent, refused or dropped (URL, status, payload); ``POST /__sandbox/outbox/drain`` waits until the
   queue is empty.
 """
 
@@ -64,6 +69,7 @@ from fastapi.responses import JSONResponse
 from . import bookings as bk
 from . import clock
 from .auth import api_domain
+from .config import FRACTION_SETTINGS, OPTIONAL_INT_SETTINGS
 from .crm_records import apply_updates
 from .crm_request import check_module
 from .crm_status import auto_completes, view
@@ -166,6 +172,7 @@ async def reset(request: Request) -> dict[str, Any]:
         task.cancel()
     request.app.state.bulk_tasks.clear()
     state.reset()
+    request.app.state.outbox.reset_drops()
     return {"status": "reset", "appointments": len(state.appointments), "ignored": ignored}
 
 
@@ -186,6 +193,8 @@ async def put_config(request: Request) -> JSONResponse:
         raise CrmError("INVALID_DATA", 400, f"unknown settings: {', '.join(unknown)}", {"names": unknown})
     _check_settings(state, body)
     state.config.update(body)
+    if any(name.startswith("drop_") for name in body):
+        request.app.state.outbox.reset_drops()
     return JSONResponse(state.config.as_dict())
 
 
@@ -197,10 +206,16 @@ def _check_settings(state: SandboxState, changes: dict[str, Any]) -> None:
     trial = copy.deepcopy(state.config)
     for name, value in changes.items():
         current = getattr(trial, name)
+        if name in OPTIONAL_INT_SETTINGS:
+            if not (value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)):
+                raise CrmError("INVALID_DATA", 400, f"{name} should be an integer >= 0 or null, got {value!r}", {"name": name})
+            continue
         if isinstance(current, bool):
             ok = isinstance(value, bool)
         elif isinstance(current, (int, float)):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if name in FRACTION_SETTINGS and not (ok and value <= 1):
+                raise CrmError("INVALID_DATA", 400, f"{name} should be a number from 0 to 1, got {value!r}", {"name": name})
         elif isinstance(current, dict):
             ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         else:

@@ -52,6 +52,28 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give a fraction from 0 to 1)") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sandbox`` options."""
     d = SandboxConfig()
@@ -73,23 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crm-edition", default=d.crm_edition, choices=CRM_EDITIONS, help="CRM edition: credits and concurrency (default %(default)s)")
     p.add_argument("--crm-users", type=int, default=d.crm_users, help="CRM user licences (default %(default)s)")
     p.add_argument("--crm-credit-limit", type=int, default=d.crm_credit_limit, help="CRM credits per 24 hours (default 0: the edition's)")
+    p.add_argument("--drop-bookings-webhooks", type=_fraction, default=d.drop_bookings_webhooks, metavar="FRACTION",
+                   help="fault injection for benchmarks: fraction 0..1 of Bookings webhooks lost on the way (default %(default)s)")
+    p.add_argument("--drop-crm-notifications", type=_fraction, default=d.drop_crm_notifications, metavar="FRACTION",
+                   help="fault injection for benchmarks: fraction 0..1 of CRM notifications lost on the way (default %(default)s)")
+    p.add_argument("--drop-seed", type=_seed, default=d.drop_seed, metavar="N",
+                   help="seed of the drop draws, for reproducible runs (default: 0)")
     p.add_argument("--log-level", default="warning")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv`` and serve until interrupted."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 0 < args.port < 65536:
-        parser.error(f"argument --port: {args.port} is not a TCP port (1-65535)")
-    problem = port_problem(args.host, args.port)
-    if problem:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-        raise SystemExit(1)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: binding to {args.host}; the sandbox has no authentication on /__sandbox/", file=sys.stderr)
-    config = SandboxConfig(
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    """The sandbox settings the parsed options ask for."""
+    return SandboxConfig(
         appointments=args.appointments,
         seed=args.seed,
         anchor_date=args.anchor_date,
@@ -104,7 +122,25 @@ def main(argv: list[str] | None = None) -> None:
         crm_edition=args.crm_edition,
         crm_users=args.crm_users,
         crm_credit_limit=args.crm_credit_limit,
+        drop_bookings_webhooks=args.drop_bookings_webhooks,
+        drop_crm_notifications=args.drop_crm_notifications,
+        drop_seed=args.drop_seed,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` and serve until interrupted."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: {args.port} is not a TCP port (1-65535)")
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding to {args.host}; the sandbox has no authentication on /__sandbox/", file=sys.stderr)
+    config = config_from_args(args)
     from .app import serve
 
     print(f"Zoho sandbox on http://{args.host}:{args.port} ({args.appointments} appointments, seed {args.seed})", flush=True)

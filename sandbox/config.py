@@ -2,6 +2,24 @@
 
 Every knob here can be set on the command line (``appt-sync sandbox --help``)
 and most can be changed while the server runs with ``PUT /__sandbox/config``.
+
+Fault injection for benchmarks (Zoho documents no such settings; real Zoho
+simply loses some deliveries now and then):
+
+* ``drop_bookings_webhooks`` (0..1, default 0): the fraction of Bookings
+  webhooks lost on the way (``--drop-bookings-webhooks``).
+* ``drop_crm_notifications`` (0..1, default 0): the fraction of CRM
+  notifications lost on the way (``--drop-crm-notifications``).
+* ``drop_seed`` (integer >= 0 or null, default null = :data:`DEFAULT_DROP_SEED`,
+  i.e. 0): seed of the draws, so a run is reproducible (``--drop-seed``).
+
+A dropped delivery is never POSTed: it is counted in ``GET /__sandbox/stats``
+(``outbound``: ``bookings_webhook_dropped``, ``notification_dropped``) and
+listed by ``GET /__sandbox/outbox`` with status ``"dropped (<setting> setting)"``.
+Bulk Read callbacks are never dropped. The draws restart from the seed at each
+``POST /__sandbox/reset``, whenever ``PUT /__sandbox/config`` names a ``drop_*``
+setting, and whenever a drop rate or the seed changes, so the same seed drops
+the same deliveries of the same sequence of sends (see :mod:`sandbox.outbox`).
 """
 
 from __future__ import annotations
@@ -12,6 +30,13 @@ from typing import Any
 #: Time zones the seed draws booking time zones from: three with daylight-saving
 #: changes and one without.
 SEED_TIME_ZONES = ("America/New_York", "Europe/London", "Australia/Sydney", "Asia/Kolkata")
+
+#: Settings that are a fraction (a probability) from 0 to 1.
+FRACTION_SETTINGS = ("drop_bookings_webhooks", "drop_crm_notifications")
+#: Integer settings that may also be ``None`` (JSON ``null``).
+OPTIONAL_INT_SETTINGS = ("drop_seed",)
+#: Seed of the drop draws when ``drop_seed`` is ``None``.
+DEFAULT_DROP_SEED = 0
 
 
 @dataclass
@@ -84,12 +109,22 @@ class SandboxConfig:
     crm_credit_limit: int = 0
     #: Credits one Bulk Read create costs (assumed 50; every other call costs 1).
     crm_bulk_read_credits: int = 50
+    #: Fault injection for benchmarks (nothing like it exists in Zoho): the
+    #: fraction (0..1) of Bookings webhooks lost on the way, never POSTed.
+    drop_bookings_webhooks: float = 0.0
+    #: Fault injection for benchmarks: the fraction (0..1) of CRM notifications
+    #: lost on the way. Bulk Read callbacks are never dropped.
+    drop_crm_notifications: float = 0.0
+    #: Seed of the drop draws (``None``: :data:`DEFAULT_DROP_SEED`, 0); the same
+    #: seed drops the same deliveries of the same sequence of sends.
+    drop_seed: int | None = None
 
     def update(self, changes: dict[str, Any]) -> list[str]:
         """Apply ``changes`` (name -> value) all or nothing; returns the names that are not settings.
 
         Values are converted to the setting's type (``"false"`` is false); a value
-        that does not convert raises ``ValueError`` and nothing is changed.
+        that does not convert, or a fraction (``drop_*``) outside 0..1, raises
+        ``ValueError`` and nothing is changed.
         """
         known = {f.name for f in fields(self)}
         converted: dict[str, Any] = {}
@@ -97,7 +132,9 @@ class SandboxConfig:
             if name not in known:
                 continue
             current = getattr(self, name)
-            if isinstance(current, bool):
+            if name in OPTIONAL_INT_SETTINGS:
+                value = None if value is None else int(value)
+            elif isinstance(current, bool):
                 if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
                     value = value.lower() in ("true", "1")
                 elif not isinstance(value, (bool, int)):
@@ -107,6 +144,8 @@ class SandboxConfig:
                 value = int(value)
             elif isinstance(current, float):
                 value = float(value)
+                if name in FRACTION_SETTINGS and not 0 <= value <= 1:
+                    raise ValueError(f"{name} should be between 0 and 1, got {value!r}")
             elif isinstance(current, dict) and not isinstance(value, dict):
                 raise ValueError(f"{name} takes a JSON object, got {value!r}")
             converted[name] = value

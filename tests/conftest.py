@@ -53,6 +53,9 @@ TEST_CONFIG: dict[str, Any] = {
     "crm_users": 10,
     "crm_credit_limit": 0,
     "crm_bulk_read_credits": 50,
+    "drop_bookings_webhooks": 0.0,
+    "drop_crm_notifications": 0.0,
+    "drop_seed": None,
 }
 
 #: One TLS context for every test client: httpx builds a new one per client
