@@ -12,11 +12,21 @@ Routes:
   ``update``, ``delete``, ``restore``. Event ``zoho.crm.notification``.
 * ``POST /zoho/bookings/webhook``: JSON with at least ``booking_id``, authenticated
   by a shared secret in the ``X-Zoho-Bookings-Secret`` header or ``?secret=``.
-  Event ``zoho.bookings.webhook``.
+  Event ``zoho.bookings.webhook`` for every accepted call, its payload with
+  ``"echo": true|false``. An *echo* (the webhook Bookings sends for the sync's own
+  write) is not queued for a sync, which saves one metered ``getappointment``: the
+  payload carries ``status``, ``start_time`` (``dd-MMM-yyyy HH:mm:ss``) and
+  ``time_zone``, and the state store's ``bookings`` row of that booking has the same
+  start instant (UTC, to the second) and the same canonical status
+  (:func:`sync.echoes.is_echo`). Anything missing, unparsable or unknown, no stored
+  row, or a store that cannot be read (a warning is logged): not an echo, the id is
+  queued as usual. The answer is still 202, with ``"echo": true`` when skipped.
+  ``skip_echoes=False`` (``APPT_SYNC_RECEIVER_SKIP_ECHOES``) queues every id.
 * ``POST /zoho/crm/bulk-read/callback?secret=...``: a Bulk Read job's status JSON;
   recorded in the state store (where the waiting ``bulk-read`` flow sees it) and
   emitted as ``zoho.bulk_read.callback``.
-* ``GET /healthz``.
+* ``GET /healthz``: ``status``, ``pending_ids`` (queued, not yet emitted) and
+  ``echoes_skipped`` (Bookings echoes not queued since start).
 
 Bad JSON, a wrong token or secret, a body over 1 MB, an unknown module or
 operation get a clear 4xx and no event. A burst does not become a storm: ids are
@@ -44,7 +54,9 @@ import hmac
 import inspect
 import json
 import logging
+import threading
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -88,6 +100,8 @@ class ReceiverSettings(BaseSettings):
     ``bookings_secret``: the shared secret of the Bookings webhook.
     ``callback_secret``: the secret in the Bulk Read callback URL.
     ``config_block``: the ``AppointmentSyncConfig`` the requested syncs run with.
+    ``skip_echoes``: queue no sync for a Bookings webhook that reports what the state
+    store already holds (module docstring); False queues every booking id.
     """
 
     model_config = SettingsConfigDict(env_prefix="APPT_SYNC_RECEIVER_")
@@ -102,6 +116,7 @@ class ReceiverSettings(BaseSettings):
     leading_edge: bool = True
     leading_seconds: float = 0.2
     max_body_bytes: int = 1_048_576
+    skip_echoes: bool = True
 
 
 def _same(given: str | None, expected: SecretStr) -> bool:
@@ -143,6 +158,25 @@ def _bulk_job(body: Any) -> dict[str, Any] | None:
     return job
 
 
+def reported_state(body: dict[str, Any]) -> tuple[datetime, str] | None:
+    """The (start, status) a Bookings webhook reports: ``start_time`` (``dd-MMM-yyyy HH:mm:ss``,
+    wall time in ``time_zone``) as an aware instant, and ``status`` as sent. None when ``status``,
+    ``start_time`` or ``time_zone`` is missing or not a non-empty string, the time or zone does
+    not parse, or the status is unknown (:func:`sync.engine.bookings_canon`): such a webhook is never an echo."""
+    from sync.engine import bookings_canon
+    from zoho.timefmt import from_bookings
+
+    status, start_time, time_zone = body.get("status"), body.get("start_time"), body.get("time_zone")
+    if not all(isinstance(v, str) and v for v in (status, start_time, time_zone)):
+        return None
+    try:
+        bookings_canon(status)
+        # ZoneInfo: ValueError (a malformed key), KeyError (ZoneInfoNotFoundError), OSError (a folder, a long name).
+        return from_bookings(start_time, time_zone), status
+    except (ValueError, KeyError, OSError):
+        return None
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -161,6 +195,8 @@ class Coalescer:
         self._related = _takes_related(emit)
         self.pending: dict[str, set[str]] = defaultdict(set)
         self.emitted_events = 0
+        #: Bookings webhooks recognised as echoes of our own writes, whose ids were not queued.
+        self.echoes_skipped = 0
         self._wake = asyncio.Event()
 
     def add(self, kind: str, ids: list[str]) -> None:
@@ -224,14 +260,32 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
     coalescer = Coalescer(settings, emit)
 
     engines: list[Any] = []
+    opening = threading.Lock()
 
     def store() -> Any:
-        """The state store's engine, made on the first callback (tables checked once), kept until shutdown."""
-        if not engines:
-            from sync.store import open_store
+        """The state store's engine, made on first use (tables checked once), kept until shutdown.
+        Blocking (it may upgrade the schema): call it in a worker thread. Raises what
+        :func:`sync.store.open_store` raises; the next call tries again."""
+        with opening:
+            if not engines:
+                from sync.store import open_store
 
-            engines.append(open_store(settings.state_store_url))
-        return engines[0]
+                engines.append(open_store(settings.state_store_url))
+            return engines[0]
+
+    def echo(booking_id: str, start: datetime, status: str) -> bool:
+        """Whether the webhook is an echo (:func:`sync.echoes.is_echo`); False, with a one-line
+        warning, when the store cannot be opened or read. Blocking: run it in a worker thread."""
+        from sync.echoes import is_echo
+
+        try:
+            return is_echo(store(), booking_id, start, status)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not an echo": the booking is read as before
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            if settings.state_store_url:  # the URL may hold a password
+                message = message.replace(settings.state_store_url, "<state store url>")
+            log.warning("echo check of booking %s failed (%s: %s); the booking is queued for a sync", booking_id, type(exc).__name__, message[:200])
+            return False
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -268,7 +322,7 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "pending_ids": sum(len(v) for v in coalescer.pending.values())}
+        return {"status": "ok", "pending_ids": sum(len(v) for v in coalescer.pending.values()), "echoes_skipped": coalescer.echoes_skipped}
 
     @app.post("/zoho/crm/notifications")
     async def crm_notification(request: Request) -> JSONResponse:
@@ -303,7 +357,13 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         booking_id = body.get("booking_id") if isinstance(body, dict) else None
         if not isinstance(booking_id, str) or not booking_id:
             return _error(422, "the payload has no booking_id")
-        emit("zoho.bookings.webhook", {"prefect.resource.id": f"zoho.bookings.{booking_id}"}, {k: body.get(k) for k in ("booking_id", "event", "status", "start_time", "time_zone")})
+        reported = reported_state(body) if settings.skip_echoes else None
+        echoed = reported is not None and await asyncio.to_thread(echo, booking_id, *reported)
+        payload = {k: body.get(k) for k in ("booking_id", "event", "status", "start_time", "time_zone")}
+        emit("zoho.bookings.webhook", {"prefect.resource.id": f"zoho.bookings.{booking_id}"}, {**payload, "echo": echoed})
+        if echoed:
+            coalescer.echoes_skipped += 1
+            return JSONResponse({"accepted": 1, "echo": True}, status_code=202)
         coalescer.add("booking_ids", [booking_id])
         return JSONResponse({"accepted": 1}, status_code=202)
 
@@ -319,7 +379,7 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             return _error(422, "expected the Bulk Read job status JSON (id, state, result)")
         from sync.bulk_runs import record_callback
 
-        await asyncio.to_thread(record_callback, store(), {"data": [job]})
+        await asyncio.to_thread(lambda: record_callback(store(), {"data": [job]}))
         emit(
             "zoho.bulk_read.callback",
             {"prefect.resource.id": f"zoho.bulk_read.{job['id']}", "zoho.organisation": settings.config_block},
