@@ -25,9 +25,17 @@ class AppointmentSyncConfig(Block):
     ``crm_wins``, ``bookings_wins``, ``report_only``. ``initial_source``: which side
     wins when a link is first seen and the sides differ. The Bookings window is
     ``bookings_past_days`` before to ``bookings_future_days`` after now (full
-    runs) and ``incremental_past_days`` / ``incremental_future_days`` for incremental
-    runs; ``bookings_time_zone`` is the workspace time zone ``fetchappointment``
-    reads its window in. ``bookings_concurrency``: parallel Bookings calls.
+    runs); incremental runs read no Bookings window (Bookings changes come by webhook);
+    the safety-net ``sync-scan`` runs (an incremental run plus a window) read ``scan_past_hours`` back to
+    ``scan_future_hours`` ahead, at most ``scan_max_calls`` pages a run.
+    ``bookings_time_zone`` is the workspace time zone ``fetchappointment`` reads its
+    window in, and whose calendar day the Bookings call limit counts.
+
+    The daily API budget (:mod:`sync.budget`): ``bookings_plan`` (or
+    ``bookings_calls_per_day``) and ``crm_edition`` / ``crm_users`` (or
+    ``crm_credits_per_day``) give Zoho's limits; the sync spends at most
+    ``budget_percent`` of each, and reads stop ``write_reserve_percent`` of the budget
+    before it, so changes already read are still written. ``bookings_concurrency``: parallel Bookings calls.
     ``bookings_calls_per_second``: Bookings calls per second across every worker of
     the organisation's OAuth grant (Prefect global concurrency limit
     ``zoho-bookings-rate-<oauth_block>`` with slot decay; 0: no limit).
@@ -61,8 +69,34 @@ class AppointmentSyncConfig(Block):
     bookings_time_zone: str = Field(default="UTC", title="Bookings workspace time zone", description="IANA time zone (e.g. Europe/London) that fetchappointment reads the window's from_time/to_time in.")
     bookings_past_days: int = Field(default=35, ge=0, title="Full runs: days back", description="Full runs read Bookings appointments starting this many days before now.")
     bookings_future_days: int = Field(default=90, ge=0, title="Full runs: days ahead", description="Full runs read Bookings appointments starting up to this many days after now.")
-    incremental_past_days: int = Field(default=7, ge=0, title="Incremental runs: days back", description="Incremental runs read Bookings this many days back (completions and no-shows are usually marked within days).")
-    incremental_future_days: int = Field(default=30, ge=0, title="Incremental runs: days ahead", description="Incremental runs read Bookings up to this many days ahead.")
+    scan_past_hours: int = Field(
+        default=24, ge=0, le=24 * 60, title="Safety-net scan: hours back",
+        description="The sync-scan runs read Bookings appointments starting this many hours before now (completions and no-shows, which may send no webhook, happen around the start).",
+    )
+    scan_future_hours: int = Field(default=24, ge=0, le=24 * 400, title="Safety-net scan: hours ahead", description="The sync-scan runs read Bookings appointments starting up to this many hours after now.")
+    scan_max_calls: int = Field(
+        default=4, ge=1, le=100, title="Safety-net scan: most Bookings calls a run",
+        description="A sync-scan run reads at most this many fetchappointment pages (its cost per run is bounded by it); the rest of the window waits for the nightly full run.",
+    )
+    bookings_plan: Literal["free", "basic", "premium"] = Field(
+        default="free", title="Zoho Bookings plan",
+        description="Sets Zoho's daily Bookings call limit: free 250, basic 1000, premium 3000 calls per user per day (the workspace's calendar day).",
+    )
+    bookings_calls_per_day: int | None = Field(default=None, ge=1, title="Bookings calls a day (overrides the plan)", description="Zoho's Bookings call limit per day if it is not the plan's figure. Empty: the plan's.")
+    crm_edition: Literal["free", "standard", "professional", "enterprise", "ultimate"] = Field(
+        default="free", title="Zoho CRM edition",
+        description="Sets Zoho's CRM credits per rolling 24 hours: free 5000; standard 50000 + 250 per user (at most 100000); professional + 500, enterprise + 1000, ultimate + 2000 per user.",
+    )
+    crm_users: int = Field(default=1, ge=1, title="CRM user licences", description="User licences of the CRM organisation (the CRM credit limit grows with them).")
+    crm_credits_per_day: int | None = Field(default=None, ge=1, title="CRM credits a day (overrides the edition)", description="Zoho's CRM credits per 24 hours if not the edition's figure (add-on credits). Empty: the edition's.")
+    budget_percent: float = Field(
+        default=80.0, gt=0, le=100, title="Budget (% of Zoho's daily limits)",
+        description="The sync spends at most this share of each daily limit (Bookings calls, CRM credits); the rest is left for other users of the grant and for safety.",
+    )
+    write_reserve_percent: float = Field(
+        default=10.0, ge=0, lt=100, title="Part of the budget kept for writes (%)",
+        description="Reads stop when only this share of the day's budget is left, so changes already read are still sent; reads that cannot wait are kept and done the next day.",
+    )
     incremental_overlap_minutes: int = Field(default=5, ge=0, title="Incremental overlap (minutes)", description="Incremental runs re-read CRM changes from this many minutes before the last run's bookmark.")
     bookings_concurrency: int = Field(default=5, ge=1, le=20, title="Parallel Bookings calls", description="How many Bookings API calls (reads and writes) run at once (1-20).")
     bookings_calls_per_second: float = Field(

@@ -250,7 +250,7 @@ def token(
 @app.command()
 @friendly
 def sync(
-    mode: str = typer.Option("incremental", help="full or incremental"),
+    mode: str = typer.Option("incremental", help="incremental (CRM changes, bookings waiting to be read), scan (plus the Bookings safety-net window) or full"),
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and report; write nothing to Zoho"),
     config: str = typer.Option("sync-sandbox", help="AppointmentSyncConfig block name"),
     booking_id: list[str] = typer.Option([], help="sync only this booking (repeatable)"),
@@ -258,8 +258,8 @@ def sync(
     """Run sync-appointments once on the stack's Prefect server (see find_stack) and print its summary."""
     import asyncio
 
-    if mode not in ("full", "incremental"):
-        raise typer.BadParameter(f"{mode!r} is not a mode; use full or incremental", param_hint="--mode")
+    if mode not in ("full", "incremental", "scan"):
+        raise typer.BadParameter(f"{mode!r} is not a mode; use incremental, scan or full", param_hint="--mode")
     from flows.sync_appointments import sync_appointments
 
     summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, booking_ids=booking_id or None))  # type: ignore[arg-type]

@@ -14,9 +14,12 @@
 5. Edit both sides as users would (admin API): reschedules across time zones and
    across a daylight-saving change, cancellations, completions, a no-show, and
    conflicting edits.
-6. Run an incremental sync, print its summary and the Prefect UI address of the
-   runs, and check through the admin API that every linked appointment agrees on
-   both sides. Exit code 0 only if they all agree.
+6. Run the syncs the edits start in production: one run of the bookings edited in
+   Bookings (what the receiver starts from their webhooks: ``getappointment`` each),
+   then the 5-minute incremental run (CRM records changed since the bookmark; no
+   Bookings window). Print their summaries (with the day's Zoho API budget) and the
+   Prefect UI address of the runs, and check through the admin API that every
+   linked appointment agrees on both sides. Exit code 0 only if they all agree.
 7. Say what is still running and how to go on: a ready-to-paste edit of each side,
    ``appt-sync sync`` to carry it over (or ``make up`` for webhooks), ``make down``.
 
@@ -105,8 +108,9 @@ def disagreements(dump: dict[str, Any]) -> list[str]:
     return out
 
 
-def _edits(http: httpx.Client) -> list[str]:
-    """Edit both sides as users would; returns what was done, one line each."""
+def _edits(http: httpx.Client) -> tuple[list[str], list[str]]:
+    """Edit both sides as users would; returns what was done (one line each) and the ids of the
+    bookings edited in Bookings (each of which sends a webhook under ``make up``)."""
     dump = http.get("/__sandbox/dump").json()
     now = datetime.now(timezone.utc)
     pairs = [(p.crm, p.booking) for p in linked_pairs(dump).values()]
@@ -125,7 +129,8 @@ def _edits(http: httpx.Client) -> list[str]:
         raise RuntimeError(f"the seed has no appointment for {tz} future={future} {crm_status} {bk_status}")
 
     used: set[str] = set()
-    done = []
+    done: list[str] = []
+    webhooked: list[str] = []
 
     def crm(a: dict, **changes: Any) -> None:
         r = http.patch(f"/__sandbox/crm/Appointments__s/{a['id']}", json=changes)
@@ -135,6 +140,7 @@ def _edits(http: httpx.Client) -> list[str]:
         r = http.patch(f"/__sandbox/bookings/{b['booking_id'].replace('#', '%23')}", json=changes)
         r.raise_for_status()
         assert r.json()["response"]["status"] == "success", r.text
+        webhooked.append(b["booking_id"])
 
     a, b = pick("Europe/London", True, ("Scheduled",), ("UPCOMING",))
     new = datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(days=1, hours=2)
@@ -173,13 +179,17 @@ def _edits(http: httpx.Client) -> list[str]:
     local = datetime.strptime(b["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(days=2)
     bk(b, start_time=f"{local.day:02d}-{local:%b-%Y %H:%M:%S}")
     done.append(f"Conflict: {b['booking_id']} rescheduled differently on both sides")
-    return done
+    return done, webhooked
 
 
 def _print_summary(summary: Any, ui: str) -> None:
     print(f"   links {summary.links}, unchanged {summary.unchanged}, agreed {summary.agreed}, applied {summary.applied}, "
           f"failed {summary.failed}, conflicts {summary.conflicts}, deferred {summary.deferred}")
     print(f"   planned: {summary.planned or 'nothing'}; API calls: {summary.api_calls}")
+    for family, name in (("bookings", "Bookings calls"), ("crm", "CRM credits")):
+        day = summary.budget.get(family)
+        if day:
+            print(f"   {name} today ({day['day']}): {day['used']} of a budget of {day['budget']} (Zoho's limit {day['limit']}), forecast for the day {day['forecast']}")
     for c in summary.conflict_list[:10]:
         print(f"   conflict {c['booking_id']}: {c['reason']}")
     for f in summary.failures[:10]:
@@ -231,11 +241,17 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
 
     _say("4. Users edit both sides")
     with httpx.Client(base_url=sandbox_url, timeout=30) as http:
-        for line in _edits(http):
+        done, webhooked = _edits(http)
+        for line in done:
             print(f"   {line}")
         http.delete("/__sandbox/stats")
 
-    _say("5. Incremental sync")
+    _say("5. The syncs these edits start")
+    print(f"   Bookings sends a webhook for each of its {len(webhooked)} edits; the receiver (make up) starts one sync of those bookings,")
+    print("   which reads each with getappointment (and its CRM record) and applies what changed:")
+    _print_summary(await sync_appointments(config_block=DEMO_CONFIG, booking_ids=webhooked), ui)
+    print("   The CRM edits: the 5-minute incremental run reads the CRM records changed since its bookmark")
+    print("   (no Bookings window: Bookings changes come by webhook, and the 2-hourly sync-scan is the safety net):")
     _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="incremental"), ui)
 
     _say("6. Do both sides agree?")
@@ -244,7 +260,7 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
         stats = http.get("/__sandbox/stats").json()
     bad = disagreements(dump)
     linked = sum(1 for a in dump["Appointments__s"] if a.get("Booking_Id"))
-    print(f"   incremental run used {stats['total_calls']} API calls, wrote {stats['writes'] or 'nothing'}, minted {stats['tokens_minted']} tokens")
+    print(f"   the two runs used {stats['total_calls']} API calls, wrote {stats['writes'] or 'nothing'}, minted {stats['tokens_minted']} tokens")
     if bad:
         print(f"   {len(bad)} of {linked} linked appointments disagree:")
         for line in bad[:20]:
@@ -259,8 +275,9 @@ def example_edits(dump: dict[str, Any], sandbox_url: str, now: datetime | None =
 
     A Bookings reschedule (one day later, ``start_time`` as ``dd-MMM-yyyy HH:mm:ss`` in
     the booking's own time zone, the ``#`` of the id as ``%23``) and a CRM cancellation,
-    of two upcoming linked appointments inside the incremental window (so a plain
-    ``appt-sync sync`` carries them over). Lines to print; empty without such appointments.
+    of two upcoming linked appointments (``appt-sync sync --booking-id ...`` carries the
+    first over as its webhook would, ``appt-sync sync`` the second). Lines to print; empty
+    without such appointments.
     """
     now = now or datetime.now(timezone.utc)
     upcoming = [p for p in linked_pairs(dump).values()
@@ -310,7 +327,8 @@ def _ending(home: Path, ui: str, sandbox_url: str, live: str | None) -> None:
         print(f"   make up's receiver ({live}) is wired to the re-seeded sandbox again: edits reach the other side by themselves")
         print(f"   (sync-on-webhook runs in the UI); `{sync}` syncs by hand.")
     else:
-        print(f"   Carry the edits over with `{sync}`, or run `make up` to have webhooks carry each edit by themselves.")
+        print(f"   Carry a Bookings edit over with `{sync} --booking-id '#AN-…'` (what its webhook does), a CRM edit with `{sync}`,")
+        print("   or run `make up` to have webhooks carry each edit by themselves.")
     stop = "make down" if home.resolve() == (ROOT / ".prefect").resolve() else _command(home, "python", "-m", "deployments.stack", "down")
     print(f"   Stop the server and the sandbox (and anything else make up started) with `{stop}`.")
 

@@ -113,10 +113,16 @@ def state_store_url(data: Path) -> str:
 
 
 async def save_sync_config(config_block: str, oauth_block: str, data: Path) -> None:
-    """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use)."""
+    """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use):
+    the sandbox's workspace time zone (Asia/Kolkata) and its default plans (Bookings Premium,
+    CRM Enterprise with 10 users: ``sandbox/config.py``), so the budget matches what it enforces."""
     from blocks import AppointmentSyncConfig
 
-    await AppointmentSyncConfig(oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=state_store_url(data)).asave(config_block, overwrite=True)
+    config = AppointmentSyncConfig(
+        oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=state_store_url(data),
+        bookings_plan="premium", crm_edition="enterprise", crm_users=10,
+    )
+    await config.asave(config_block, overwrite=True)
 
 
 async def connect(sandbox_url: str, data: Path, oauth_block: str, config_block: str) -> bool:

@@ -7,8 +7,12 @@ deployment                 what starts it, what it does
 ``refresh-token``          every 45 minutes: keep the ZohoOAuth token fresh
 ``sync-full``              nightly 02:00 (``SYNC_TIME_ZONE``, default UTC): Bulk Read
                            of CRM + the Bookings window, diff, apply
-``sync-incremental``       every 5 minutes: CRM changes since the bookmark + the
-                           short Bookings window
+``sync-incremental``       every 5 minutes: CRM changes since the bookmark, bookings
+                           waiting to be read; no Bookings window (webhooks bring
+                           Bookings changes)
+``sync-scan``              every 2 hours: the safety net, Bookings over yesterday to
+                           tomorrow (``scan_*`` settings; at most ``scan_max_calls``
+                           calls a run)
 ``sync-on-webhook``        event ``zoho.sync.requested`` (from the webhook receiver):
                            sync exactly the ids in the event
 ``bulk-read-callback``     event ``zoho.bulk_read.callback``: record the finished
@@ -38,6 +42,11 @@ from flows.refresh_token import refresh_token
 from flows.sync_appointments import sync_appointments, sync_records
 
 
+#: Hours between safety-net scans (``sync-scan``); with the default 48-hour window and 100 bookings
+#: a page, 12 scans a day cost 12-48 Bookings calls (see README, "The daily API budget").
+SCAN_EVERY_HOURS = 2
+
+
 def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_block: str = "crm-channel") -> list:
     """The deployments of one organisation (``config_block`` / ``oauth_block`` / ``channel_block``)."""
     tags = [f"org:{config_block}"]
@@ -53,6 +62,10 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_b
         sync_appointments.to_deployment(
             name="sync-incremental", schedules=[Interval(timedelta(minutes=5), slug="every-5-minutes")],
             parameters={"config_block": config_block, "mode": "incremental"}, tags=[*tags, "direction:both", "mode:incremental"],
+        ),
+        sync_appointments.to_deployment(
+            name="sync-scan", schedules=[Interval(timedelta(hours=SCAN_EVERY_HOURS), slug=f"every-{SCAN_EVERY_HOURS}-hours")],
+            parameters={"config_block": config_block, "mode": "scan"}, tags=[*tags, "direction:both", "mode:scan"],
         ),
         sync_records.to_deployment(  # the sync flow with flow-run retries: a webhook's ids are not lost
             name="sync-on-webhook",

@@ -1,11 +1,35 @@
 """``sync-appointments`` flow: read both sides, three-way diff, apply, commit the base.
 
-* ``mode="full"``: Bulk Read of the CRM module, Bookings ``fetchappointment`` over
-  the configured window.
-* ``mode="incremental"``: CRM records modified since the bookmark (minus a small
-  overlap; ``If-Modified-Since``) and Bookings over the shorter incremental window.
-* ``booking_ids`` / ``crm_ids``: only those links (what webhooks call).
+Webhook first: Bookings changes arrive by webhook and are read one by one
+(``getappointment``), CRM changes by notification and the incremental read; no
+schedule pages through the Bookings window every few minutes.
+
+* ``booking_ids`` / ``crm_ids`` (what webhooks call): the given bookings are read;
+  the given CRM records are read and their links planned with the booking as stored
+  (a booking the store has never seen is read). The echo of our own CRM write costs
+  one CRM read and no Bookings call.
+* ``mode="incremental"`` (every 5 minutes): CRM records modified since the bookmark
+  (minus a small overlap; ``If-Modified-Since``), the bookings waiting to be read
+  (``pending_reads``) and those of new links; no Bookings window.
+* ``mode="scan"`` (the safety net, every 2 hours): an incremental run plus Bookings ``fetchappointment`` over
+  ``scan_past_hours`` back to ``scan_future_hours`` ahead, at most ``scan_max_calls``
+  pages: completions and no-shows that send no webhook, and webhooks that were lost.
+* ``mode="full"`` (nightly): Bulk Read of the CRM module, Bookings over the full window.
 * ``dry_run``: plan and report, write nothing to Zoho.
+
+Every run plans all links whose stored sides differ from their base, so a change
+read by any run (or put off by an earlier one) is applied by the next.
+
+The daily API budget (:mod:`sync.budget`, :mod:`tasks.budget`): before reading, a
+run reads what the organisation spent today and counts every call it makes
+(:class:`zoho.usage.Meter`). Reads stop when only the write reserve is left: the
+scan and the full run's reads are skipped (they run again on schedule), bookings a
+webhook named wait in ``pending_reads`` for the next run with budget left (the next
+day at the latest), and an incremental run whose CRM read was cut short keeps its
+bookmark. Writes stop at the budget and are re-planned later. A Zoho limit answer
+(Bookings' daily calls, CRM 429) stops that family for the run. The summary shows the
+day so far and a forecast; ``zoho.budget.low`` is sent (once a day per family) when
+the forecast passes the budget.
 
 Applying: CRM writes in batches of up to 100 records per ``PUT``; Bookings calls one
 per booking, ``bookings_concurrency`` at a time. Each success updates our copy of
@@ -64,10 +88,12 @@ from sync.links import (
     applied_keys,
     bookings_window,
     changed_links,
+    count_bookings_between,
     count_links,
     crm_ids_for_bookings,
     log_actions,
     newest_modified_time,
+    unknown_bookings,
     upsert_bookings,
     upsert_crm_records,
     write_agreed,
@@ -77,7 +103,10 @@ from sync.modules import CrmModule, crm_module
 from sync.outcomes import Outcome, call_failed, commit_write
 from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
 from sync.store import Store, open_store, utc_now
-from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, get_bookings, read_crm_changes
+from sync.usage import add_pending_reads, drop_pending_reads, pending_reads
+from tasks.budget import Budget, close_budget, start_budget
+from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, fits, get_bookings, read_crm_changes, waiting
+from zoho.usage import BULK_READ_CREDITS, metering
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
 EVENT_NAMES = {Kind.RESCHEDULE: "zoho.appointment.rescheduled", Kind.CANCEL: "zoho.appointment.cancelled", Kind.COMPLETE: "zoho.appointment.completed", Kind.NO_SHOW: "zoho.appointment.no_show"}
@@ -100,8 +129,9 @@ def _run_name() -> str:
 @dataclass
 class SyncRun:
     """What the steps of one run share: the configuration, the CRM module, the open store,
-    the summary being filled, the ids of a records run, the links planned (by booking id)
-    and the Zoho calls made (by kind)."""
+    the summary being filled, the ids of a records run, the day's API budget, the links
+    planned (by booking id), the Zoho calls made (by step), the bookings to read
+    (``to_read``) and whether the CRM read got through (``crm_complete``)."""
 
     config_block: str
     cfg: AppointmentSyncConfig
@@ -111,10 +141,13 @@ class SyncRun:
     mode: str
     booking_ids: list[str] | None
     crm_ids: list[str] | None
+    budget: Budget
     now: datetime = field(default_factory=utc_now)
     links: dict[str, Link] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     token_expiry: datetime | None = None
+    to_read: set[str] = field(default_factory=set)
+    crm_complete: bool = True
 
     @property
     def targeted(self) -> bool:
@@ -125,7 +158,7 @@ class SyncRun:
 @flow(name="sync-appointments", flow_run_name=_run_name)
 async def sync_appointments(
     config_block: str = "sync-sandbox",
-    mode: Literal["full", "incremental"] = "full",
+    mode: Literal["full", "incremental", "scan"] = "full",
     dry_run: bool = False,
     booking_ids: list[str] | None = None,
     crm_ids: list[str] | None = None,
@@ -171,6 +204,8 @@ sync_records = sync_appointments.with_options(retries=2, retry_delay_seconds=10)
 async def open_run(config_block: str, mode: str, booking_ids: list[str] | None, crm_ids: list[str] | None, summary: SyncSummary) -> AsyncIterator[SyncRun]:
     """Load the configuration, pick the CRM module's adapter and open the state store (upgraded); closed at the end.
 
+    The run's Zoho calls are counted and limited by its budget (:func:`tasks.budget.start_budget`)
+    until it ends, failed or not; then they are recorded (:func:`close_run_budget`).
     Raises ``NotImplementedError`` for a CRM module the sync does not handle yet.
     """
     summary.stage = "loading the configuration"
@@ -178,9 +213,14 @@ async def open_run(config_block: str, mode: str, booking_ids: list[str] | None, 
     module = crm_module(cfg.crm_module, cfg.booking_field)
     engine = open_store(cfg.state_store_url)
     try:
-        run = SyncRun(config_block, cfg, module, engine, summary, mode, booking_ids, crm_ids)
+        now = utc_now()
+        run = SyncRun(config_block, cfg, module, engine, summary, mode, booking_ids, crm_ids, start_budget(cfg, engine, now), now)
         run.token_expiry = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at
-        yield run
+        with metering(run.budget.meter):
+            try:
+                yield run
+            finally:
+                await close_run_budget(run)
     finally:
         engine.dispose()
 
@@ -193,42 +233,89 @@ async def read_crm_side(run: SyncRun) -> None:
     cfg = run.cfg
     if run.targeted:
         ids = list(run.crm_ids or []) + crm_ids_for_bookings(run.engine, run.booking_ids or [], run.module.table)
+        run.to_read = set(run.booking_ids or [])
         if ids:
             rows = await _read_crm(run, ids=sorted(set(ids)))
-            run.booking_ids = sorted(set(run.booking_ids or []) | {r["booking_id"] for r in rows if r["booking_id"]})
+            linked = {r["booking_id"] for r in rows if r["booking_id"]}
+            run.booking_ids = sorted(set(run.booking_ids or []) | linked)
+            run.to_read |= set(unknown_bookings(run.engine, linked))
     elif run.mode == "full":
+        if not fits("crm", "read", BULK_READ_CREDITS):
+            run.summary.waiting.append(f"the Bulk Read of {cfg.crm_module} (about {BULK_READ_CREDITS} CRM credits): the day's CRM budget is spent; the next full run reads it")
+            return
         report = await bulk_read(module=cfg.crm_module, oauth_block=cfg.oauth_block, store_url=cfg.state_store_url, booking_field=cfg.booking_field, poll_seconds=1.0)
         run.calls["crm_bulk_jobs"] += report["pages"]
-    else:
+    else:  # incremental, scan
         mark = bulk_runs.get_bookmark(run.engine, cfg.crm_module)
-        await _read_crm(run, since=(mark - timedelta(minutes=cfg.incremental_overlap_minutes)) if mark else None)
+        rows = await _read_crm(run, since=(mark - timedelta(minutes=cfg.incremental_overlap_minutes)) if mark else None)
+        run.to_read = set(unknown_bookings(run.engine, {r["booking_id"] for r in rows if r["booking_id"]}))
 
 
 async def _read_crm(run: SyncRun, since: datetime | None = None, ids: list[str] | None = None) -> list[dict]:
-    """Read CRM records (see :func:`tasks.sync.read_crm_changes`) into the store; returns their rows."""
-    rows, calls = await read_crm_changes(run.cfg.oauth_block, run.module, since=since, ids=ids)
+    """Read CRM records (see :func:`tasks.sync.read_crm_changes`) into the store; returns their rows.
+    A read the budget cut short is reported and leaves ``run.crm_complete`` False."""
+    rows, calls, complete = await read_crm_changes(run.cfg.oauth_block, run.module, since=since, ids=ids)
     run.calls["crm_read"] += calls
     upsert_crm_records(run.engine, run.module.table, rows)
+    if not complete:
+        run.crm_complete = False
+        run.summary.waiting.append(f"CRM records {'changed since the bookmark' if ids is None else 'named by notifications'}: read cut short by the CRM budget after {calls} calls; the next run reads from the same bookmark")
     return rows
 
 
 async def read_bookings_side(run: SyncRun) -> None:
-    """Read the bookings of this run into the store: each given booking (records run; one
-    that cannot be read is a reported failure), else the window of the run's mode."""
+    """Read the bookings of this run into the store: those to read one by one (a webhook's,
+    new links', and the ones waiting from earlier runs: :func:`read_named_bookings`), then
+    the window of a scan or full run (:func:`read_bookings_window`)."""
     run.summary.stage = "reading Bookings"
+    await read_named_bookings(run)
+    if not run.targeted and run.mode in ("scan", "full"):
+        await read_bookings_window(run)
+
+
+async def read_named_bookings(run: SyncRun) -> None:
+    """``getappointment`` for ``run.to_read`` and the bookings waiting in ``pending_reads``. A booking
+    Zoho refuses is a reported failure (when a webhook named it); one the budget does not reach waits
+    in ``pending_reads`` for a later run."""
     cfg = run.cfg
-    if run.targeted:
-        ids = list(run.booking_ids or [])
-        rows, missing = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency, cfg.bookings_calls_per_second)
-        run.calls["bookings_read"] += len(ids)
-        for booking_id in missing:
-            run.summary.add_failure(read_failure(booking_id, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
-    else:
-        past, future = (cfg.bookings_past_days, cfg.bookings_future_days) if run.mode == "full" else (cfg.incremental_past_days, cfg.incremental_future_days)
-        start, end = bookings_window(run.now, past, future)
-        rows, calls = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size, cfg.bookings_calls_per_second)
-        run.calls["bookings_read"] += calls
+    given = set(run.booking_ids or []) if run.targeted else set()
+    earlier = pending_reads(run.engine)
+    ids = sorted(run.to_read) + [b for b in earlier if b not in run.to_read]
+    if not ids:
+        return
+    rows, missing, later = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency, cfg.bookings_calls_per_second)
+    run.calls["bookings_read"] += len(ids) - len(later)
     upsert_bookings(run.engine, rows, run.now)
+    drop_pending_reads(run.engine, set(ids) - set(later))
+    add_pending_reads(run.engine, later, "Bookings budget spent", run.now)
+    for booking_id in missing:
+        if booking_id in given:
+            run.summary.add_failure(read_failure(booking_id, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
+    if later:
+        run.summary.waiting.append(f"{len(later)} bookings to read (getappointment): the day's Bookings budget is spent; kept in pending_reads for the next run with budget")
+
+
+async def read_bookings_window(run: SyncRun) -> None:
+    """``fetchappointment`` over the scan's window (at most ``scan_max_calls`` pages) or the full
+    run's (skipped, and reported, when the day's Bookings budget cannot cover the pages it expects)."""
+    cfg = run.cfg
+    if run.mode == "scan":
+        start, end = run.now - timedelta(hours=cfg.scan_past_hours), run.now + timedelta(hours=cfg.scan_future_hours)
+        cap: int | None = cfg.scan_max_calls
+    else:
+        start, end = bookings_window(run.now, cfg.bookings_past_days, cfg.bookings_future_days)
+        cap = None
+        expected = count_bookings_between(run.engine, start, end) // cfg.bookings_page_size + 1
+        left = run.budget.meter.left("bookings", "read")
+        if expected > left:
+            run.summary.waiting.append(f"the Bookings window of the full run (about {expected} calls, {left:.0f} left today): skipped; the next full run reads it")
+            return
+    rows, calls, complete = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size, cfg.bookings_calls_per_second, max_pages=cap)
+    run.calls["bookings_read"] += calls
+    upsert_bookings(run.engine, rows, run.now)
+    if not complete:
+        why = f"its cap of {cap} calls (scan_max_calls)" if cap is not None and calls >= cap else "the day's Bookings budget"
+        run.summary.waiting.append(f"the Bookings {run.mode} window: stopped after {calls} calls by {why}; the rest is read by the next full run")
 
 
 @asynccontextmanager
@@ -302,9 +389,13 @@ def _valid_links(run: SyncRun, links: Iterable[Link]) -> Iterator[Link]:
 
 
 def record_dry_run(run: SyncRun, planned: Plan) -> None:
-    """A dry run sends nothing: the planned actions are logged as ``dry_run``."""
+    """A dry run sends nothing: the planned actions are logged as ``dry_run`` and the calls a real
+    run would send are counted (``summary.would_call``; a CRM update costs 1 credit)."""
     run.summary.stage = "applying changes"
     log_actions(run.engine, run.summary.run_id, [(a, "dry_run", None, None) for a in planned.actions])
+    crm = sum(1 for a in planned.actions if a.target is Side.CRM)
+    crm_calls = -(-crm // run.module.batch_size)
+    run.summary.would_call = {"bookings_calls": len(planned.actions) - crm, "crm_calls": crm_calls, "crm_credits": crm_calls}
 
 
 async def recheck_applied(run: SyncRun, planned: Plan) -> None:
@@ -318,8 +409,8 @@ async def recheck_applied(run: SyncRun, planned: Plan) -> None:
     stale = sorted({a.booking_id for a in planned.actions if a.key in already})
     get_run_logger().warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
     await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
-    rows, _ = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
-    run.calls["bookings_read"] += len(stale)
+    rows, _, later = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
+    run.calls["bookings_read"] += len(stale) - len(later)
     upsert_bookings(run.engine, rows, utc_now())
     fresh = _plan(run, stale)
     planned.actions = [a for a in planned.actions if a.booking_id not in set(stale)] + fresh.actions
@@ -328,12 +419,16 @@ async def recheck_applied(run: SyncRun, planned: Plan) -> None:
 
 async def apply_to_crm(run: SyncRun, planned: Plan) -> None:
     """Send the CRM changes, ``module.batch_size`` records per call; a batch that still fails
-    after its retries is a failed outcome for each of its records (retried next run)."""
+    after its retries is a failed outcome for each of its records (retried next run), and so
+    is a batch the day's CRM budget does not reach (not sent)."""
     run.summary.stage = "applying changes"
     actions = [a for a in planned.actions if a.target is Side.CRM]
     size = run.module.batch_size
     for i in range(0, len(actions), size):
         batch = actions[i : i + size]
+        if not fits("crm", "write"):
+            _record(run, [waiting(a, "CRM") for a in batch])
+            continue
         run.calls["crm_write"] += 1
         try:
             outcomes = await apply_crm_batch(run.cfg.oauth_block, run.module.api_name, batch)
@@ -371,14 +466,30 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
 
 
 def advance_bookmark(run: SyncRun) -> None:
-    """After an incremental run, the module's bookmark moves to the newest ``Modified_Time``
-    stored (never past the run's start, never backwards)."""
+    """After an incremental or scan run whose CRM read got through, the module's bookmark moves to the
+    newest ``Modified_Time`` stored (never past the run's start, never backwards)."""
     run.summary.stage = "finishing"
-    if run.targeted or run.mode != "incremental":
+    if run.targeted or run.mode not in ("incremental", "scan") or not run.crm_complete:
         return
     newest = newest_modified_time(run.engine, run.module.table)
     if newest is not None:
         bulk_runs.set_bookmark(run.engine, run.cfg.crm_module, min(newest, run.now))
+
+
+async def close_run_budget(run: SyncRun) -> None:
+    """Record the run's Zoho calls (also after a failure), put the day so far in the summary and
+    send ``zoho.budget.low`` for a family whose forecast passes the budget for the first time today."""
+    summary = run.summary
+    summary.zoho_calls = run.budget.meter.by_family()
+    summary.budget, alerts = close_budget(run.budget, run.engine, summary.run_id, summary.mode, utc_now(), run.cfg.bookings_time_zone)
+    for alert in alerts:
+        get_run_logger().warning("%s API forecast for %s: %s of a budget of %s (Zoho's limit %s; %s used so far)", alert["family"], alert["day"], alert["forecast"], alert["budget"], alert["limit"], alert["used"])
+        events.emit_event(
+            event="zoho.budget.low",
+            resource={"prefect.resource.id": f"zoho.sync.{run.config_block}", "prefect.resource.name": run.config_block},
+            related=[{"prefect.resource.id": f"zoho.api.{alert['family']}", "prefect.resource.role": "api-family"}],
+            payload=alert,
+        )
 
 
 async def finish(run: SyncRun) -> None:

@@ -10,4 +10,7 @@ No Prefect, no HTTP.
 * :mod:`sync.modules`: CRM module adapters (``Appointments__s``); :mod:`sync.bookings`: the Bookings side.
 * :mod:`sync.outcomes`: what became of each write, recorded in the store.
 * :mod:`sync.report`: the run summary and its artifacts' rows.
+* :mod:`sync.budget`: the daily Zoho API budget's arithmetic (pure); :mod:`sync.usage`: its
+  rows (calls spent per family and day, reads waiting, alerts sent).
+* :mod:`sync.echoes`: whether a Bookings webhook only repeats what the store holds.
 """

@@ -276,3 +276,21 @@ def update_row(engine: Engine, table: Any, key: str, change: Callable[[Mapping[s
 def bookings_window(now: datetime, past_days: int, future_days: int) -> tuple[datetime, datetime]:
     """The Bookings fetch window around ``now``: ``(now - past_days, now + future_days)`` (days of 24 h)."""
     return now - timedelta(days=past_days), now + timedelta(days=future_days)
+
+
+def unknown_bookings(engine: Engine, booking_ids: Iterable[str]) -> list[str]:
+    """Those of ``booking_ids`` with no stored ``bookings`` row (sorted): links the sync has never read."""
+    ids = sorted({b for b in booking_ids if b})
+    if not ids:
+        return []
+    table = BookingRecord.__table__
+    with engine.connect() as conn:
+        known = set(conn.execute(select(table.c.booking_id).where(table.c.booking_id.in_(ids))).scalars())
+    return [b for b in ids if b not in known]
+
+
+def count_bookings_between(engine: Engine, start: datetime, end: datetime) -> int:
+    """Stored bookings starting in [``start``, ``end``] (aware): what a window read is expected to page through."""
+    table = BookingRecord.__table__
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(table.c.start_time >= start, table.c.start_time <= end)).scalar_one())

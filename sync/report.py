@@ -218,6 +218,14 @@ class SyncSummary(BaseModel):
     that could not be read (``kind`` ``read``) and links that could not be diffed
     (``kind`` ``invalid``; also counted in ``invalid``). ``error``: set when the run
     stopped part-way (one line, see :func:`one_line_error`); ``stage``: the step it was in.
+
+    Zoho API use: ``api_calls`` (calls by step: ``bookings_read``, ``crm_write``...);
+    ``zoho_calls`` (``{family: {"reads", "writes", "units", "refused"}}`` as sent, retries
+    included; units are Bookings calls and CRM credits); ``budget`` (``{family: {"day",
+    "used", "budget", "limit", "forecast", "left"}}``, the day so far including this run,
+    :meth:`sync.budget.FamilyDay.summary`); ``waiting``: what the budget put off, in words
+    (done by a later run, nothing lost); ``would_call``: a dry run's writes
+    (``bookings_calls``, ``crm_calls``, ``crm_credits``).
     """
 
     run_id: str
@@ -236,6 +244,10 @@ class SyncSummary(BaseModel):
     deferred: int = 0
     invalid: int = 0
     api_calls: dict[str, int] = Field(default_factory=dict)
+    zoho_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
+    budget: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    waiting: list[str] = Field(default_factory=list)
+    would_call: dict[str, int] = Field(default_factory=dict)
     token_refreshed: bool = False
     changes: list[dict[str, Any]] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)
@@ -259,7 +271,7 @@ class SyncSummary(BaseModel):
     def nothing_to_do(self) -> bool:
         """True when the run changed nothing and found nothing wrong: nothing planned, applied,
         failed, in conflict or deferred (for a records run: the echo of an earlier write)."""
-        return self.error is None and not (self.planned or self.applied or self.failed or self.conflicts or self.deferred)
+        return self.error is None and not (self.planned or self.applied or self.failed or self.conflicts or self.deferred or self.waiting)
 
     def headline(self) -> str:
         """One line for the run's final state message: ``3 applied, 1 failed, 2 conflicts`` or
@@ -270,7 +282,34 @@ class SyncSummary(BaseModel):
             return NOTHING_TO_DO if self.mode == "records" else "nothing to do: both sides agree"
         verb = "planned (dry run)" if self.dry_run else "applied"
         done = sum(self.planned.values()) if self.dry_run else self.applied
-        return f"{done} {verb}, {self.failed} failed, {_count(self.conflicts, 'conflict')}, {self.deferred} deferred"
+        waiting = f"; {len(self.waiting)} put off by the API budget" if self.waiting else ""
+        return f"{done} {verb}, {self.failed} failed, {_count(self.conflicts, 'conflict')}, {self.deferred} deferred{waiting}"
+
+    def budget_markdown(self) -> str:
+        """The "Zoho API today" part of :meth:`markdown`: per family the day so far against the
+        budget and Zoho's limit, the forecast for the day, this run's calls; what the budget put
+        off; a dry run's writes."""
+        words = {"bookings": ("Bookings calls", "day"), "crm": ("CRM credits", "24 h")}
+        rows = []
+        for family in ("bookings", "crm"):
+            day, run = self.budget.get(family), self.zoho_calls.get(family, {})
+            if not day and not run:
+                continue
+            name, period = words[family]
+            spent = f"{run.get('reads', 0)} reads, {run.get('writes', 0)} writes" + (f", {run['refused']} not sent" if run.get("refused") else "")
+            if day:
+                low = " **over budget**" if int(day["forecast"]) > int(day["budget"]) else ""
+                rows.append(f"| {name} ({period} {day['day']}) | {day['used']} / {day['budget']} (Zoho: {day['limit']}) | {day['forecast']}{low} | {spent} |")
+            else:
+                rows.append(f"| {name} | - | - | {spent} |")
+        text = ""
+        if rows:
+            text = "\n### Zoho API today\n\n| | used / budget | forecast for the day | this run |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        if self.waiting:
+            text += "\nPut off by the API budget (a later run does it; nothing is lost):\n\n" + "\n".join(f"- {w}" for w in self.waiting[:50]) + "\n"
+        if self.would_call:
+            text += f"\nA real run would send {self.would_call.get('bookings_calls', 0)} Bookings calls and {self.would_call.get('crm_calls', 0)} CRM calls ({self.would_call.get('crm_credits', 0)} credits).\n"
+        return text
 
     def markdown(self) -> str:
         """The run as a markdown summary: outcome, what happens next, the counts."""
@@ -292,6 +331,7 @@ class SyncSummary(BaseModel):
             f"| agreed (base updated, nothing sent) | {self.agreed} |\n| planned | {planned} |\n| applied | {self.applied} |\n"
             f"| failed (retried next run) | {failed} |\n| conflicts | {self.conflicts} |\n| deferred | {self.deferred} |\n"
             f"| invalid records skipped | {self.invalid} |\n| API calls | {calls} |\n| token refreshed | {self.token_refreshed} |\n"
+            + self.budget_markdown()
         )
 
     def change_table(self) -> list[dict[str, str]]:

@@ -44,6 +44,7 @@ from .tables import (
     RejectedRecord,
     SyncAction,
     SyncBase,
+    INITIAL_TABLES,
     TABLES,
     UTCDateTime,
     utc_now,
@@ -67,7 +68,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 INITIAL_REVISION = "0001"
 #: The newest migration (tests check it against Alembic's head): a store already at it is
 #: recognised with one query, without loading Alembic (every flow-run process opens its store).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 #: Lock held while a schema is upgraded. PostgreSQL: the key of a transaction-level
 #: advisory lock (flow runs of one organisation starting at once on several workers
@@ -195,7 +196,7 @@ def upgrade_store(engine: Engine) -> str:
         if current == head:
             return head
         if current is None:
-            ours = {t.__tablename__ for t in TABLES}
+            ours = {t.__tablename__ for t in INITIAL_TABLES}
             present = ours & set(inspect(conn).get_table_names())
             if present == ours:
                 command.stamp(config, INITIAL_REVISION)

@@ -7,6 +7,8 @@ migrations in ``sync/migrations/`` (:func:`sync.store.open_store`), never by
 * CRM side: ``crm_appointments`` (:class:`CrmAppointment`), ``crm_events`` (:class:`CrmEvent`).
 * Bookings side: ``bookings`` (:class:`BookingRecord`).
 * The sync: ``sync_base`` (:class:`SyncBase`), ``sync_actions`` (:class:`SyncAction`).
+* The API budget: ``api_usage`` (:class:`ApiUsage`), ``pending_reads`` (:class:`PendingRead`),
+  ``budget_alerts`` (:class:`BudgetAlert`).
 * Bulk Read: ``bulk_read_runs`` (:class:`BulkReadRun`), ``bulk_jobs`` (:class:`BulkJob`),
   ``rejected_records`` (:class:`RejectedRecord`); incremental reads: ``bookmarks`` (:class:`Bookmark`).
 
@@ -17,7 +19,7 @@ timezone-aware (UTC), whatever the database (SQLite has no time zones).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text
 from sqlalchemy.types import TypeDecorator
@@ -57,9 +59,28 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: A replacement for the wall clock (:func:`set_clock`); None: the real time.
+_clock: Callable[[], datetime] | None = None
+
+
 def utc_now() -> datetime:
-    """Now, aware UTC."""
-    return datetime.now(UTC)
+    """Now, aware UTC: the real time, or the clock :func:`set_clock` installed.
+
+    Every "now" of the sync (the run's time, the Bookings window, the day of the
+    API budget, bookmarks, ``changed_at``) comes from here.
+    """
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> None:
+    """Make :func:`utc_now` answer ``clock()`` (aware UTC), or the real time again with None.
+
+    For simulations that move time faster than the wall clock, e.g.
+    ``benchmarks/api_day.py`` following the sandbox's ``/__sandbox/clock``; the
+    process's Prefect and OAuth clocks are not affected.
+    """
+    global _clock
+    _clock = clock
 
 
 def _dt(**kwargs: Any) -> Any:
@@ -218,5 +239,53 @@ class SyncAction(SQLModel, table=True):
     updated_at: datetime | None = _dt()
 
 
-#: Every table of the state store (what migration ``0001`` creates).
-TABLES: tuple[type[SQLModel], ...] = (CrmAppointment, CrmEvent, BulkReadRun, BulkJob, RejectedRecord, Bookmark, BookingRecord, SyncBase, SyncAction)
+class ApiUsage(SQLModel, table=True):
+    """Zoho API calls one run made of one family (``bookings``: calls; ``crm``: credits), for the
+    organisation's daily budget (:mod:`sync.usage`). ``day``: the family's calendar day the
+    calls count against (Bookings: the workspace's day, ``YYYY-MM-DD``; CRM: the UTC day, for
+    reading only: CRM counts a rolling 24 hours from ``at``)."""
+
+    __tablename__ = "api_usage"
+    __table_args__ = (Index("ix_api_usage_family_at", "family", "at"), Index("ix_api_usage_family_day", "family", "day"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True)
+    mode: str
+    family: str
+    units: int = 0
+    reads: int = 0
+    writes: int = 0
+    refused: int = 0
+    day: str
+    at: datetime | None = _dt()
+
+
+class PendingRead(SQLModel, table=True):
+    """A booking a webhook (or a CRM change) named that was not read because the day's Bookings
+    budget was spent: read first by the next run with budget left, then removed."""
+
+    __tablename__ = "pending_reads"
+
+    booking_id: str = Field(primary_key=True)
+    reason: str
+    since: datetime | None = _dt()
+    attempts: int = 0
+
+
+class BudgetAlert(SQLModel, table=True):
+    """A ``zoho.budget.low`` event sent for a family and day (at most one each)."""
+
+    __tablename__ = "budget_alerts"
+
+    family: str = Field(primary_key=True)
+    day: str = Field(primary_key=True)
+    used: int = 0
+    forecast: int = 0
+    budget: int = 0
+    at: datetime | None = _dt()
+
+
+#: The tables migration ``0001`` creates (the schema before migrations).
+INITIAL_TABLES: tuple[type[SQLModel], ...] = (CrmAppointment, CrmEvent, BulkReadRun, BulkJob, RejectedRecord, Bookmark, BookingRecord, SyncBase, SyncAction)
+#: Every table of the state store (``0002`` adds the API budget's).
+TABLES: tuple[type[SQLModel], ...] = (*INITIAL_TABLES, ApiUsage, PendingRead, BudgetAlert)

@@ -46,10 +46,12 @@ from sync.engine import Action, Kind
 from sync.modules import CrmModule, crm_module
 from sync.outcomes import Outcome, refused
 from zoho.clients import ZohoClient
-from zoho.errors import BookingsError, DependentFieldError, ZohoError, crm_error, is_transient
+from zoho.errors import ApiLimitError, BookingsError, BudgetReachedError, DependentFieldError, ZohoError, crm_error, is_transient
 from zoho.models import Booking, BookingsPage, RecordResult, RecordsPage
 from zoho.paging import BookingsPaging, CrmRecordsPaging
 from zoho.timefmt import to_crm
+from zoho.usage import Family, current_meter
+from zoho.usage import Kind as CallKind
 
 from .retry import ZOHO_RETRIES, retry_transient
 
@@ -78,6 +80,18 @@ async def shared_client(oauth_block: str) -> AsyncIterator[ZohoClient]:
             yield zoho
         finally:
             _shared.reset(token)
+
+
+def fits(family: Family, kind: CallKind, cost: int = 1) -> bool:
+    """Whether the run's API budget (:class:`zoho.usage.Meter` of the context) lets one more call
+    of ``cost`` units through; True without a meter. Asked before a task is started, so a
+    call the budget refuses is skipped, not a failed task run."""
+    meter = current_meter()
+    return meter is None or meter.allows(family, kind, cost)
+
+
+#: Errors that mean "not now, the day's allowance is spent": the work waits, it is not a failure of the record.
+NOT_NOW = (ApiLimitError, BudgetReachedError)
 
 
 def bookings_rate_name(oauth_block: str) -> str:
@@ -143,19 +157,28 @@ async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, 
 
 
 async def fetch_bookings(
-    oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100, calls_per_second: float = 0.0
-) -> tuple[list[dict[str, Any]], int]:
+    oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100, calls_per_second: float = 0.0, max_pages: int | None = None
+) -> tuple[list[dict[str, Any]], int, bool]:
     """Every booking starting in [``start``, ``end``] as ``bookings`` rows (:func:`sync.bookings.booking_row`):
-    ``(rows, calls)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`),
-    at most ``calls_per_second`` across workers (:func:`bookings_rate`)."""
+    ``(rows, calls, complete)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`),
+    at most ``calls_per_second`` across workers (:func:`bookings_rate`). The read stops early
+    (``complete`` False, the rows read so far kept) after ``max_pages`` pages, when the run's budget
+    has no read left (:func:`fits`) or when Zoho answers with its limit."""
     rows: list[dict[str, Any]] = []
     cursor = BookingsPaging(per_page=per_page)
+    calls = 0
     async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         while cursor:
-            answer = await fetch_bookings_page(oauth_block, start, end, time_zone, **cursor.params)
+            if (max_pages is not None and calls >= max_pages) or not fits("bookings", "read"):
+                return rows, calls, False
+            calls += 1
+            try:
+                answer = await fetch_bookings_page(oauth_block, start, end, time_zone, **cursor.params)
+            except NOT_NOW:
+                return rows, calls, False
             rows.extend(booking_row(b) for b in answer.response)
             cursor = cursor.after(answer)
-    return rows, cursor.page
+    return rows, calls, True
 
 
 @task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
@@ -166,28 +189,40 @@ async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
         try:
             return await zoho.bookings.get_appointment(booking_id)
         except ZohoError as exc:
-            if is_transient(exc):
+            if is_transient(exc) or isinstance(exc, NOT_NOW):
                 raise
             return None
 
 
 async def get_bookings(
     oauth_block: str, booking_ids: list[str], concurrency: int = 5, calls_per_second: float = 0.0
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """``getappointment`` for each id (``concurrency`` at a time, at most ``calls_per_second`` across
     workers: :func:`bookings_rate`; a ``get-booking`` task run each):
-    ``(bookings rows, ids Zoho refused)``; an id still failing after its retries raises."""
+    ``(bookings rows, ids Zoho refused, ids not read now)``. Ids beyond the run's budget for
+    reads (:func:`fits`), or after Zoho answered with its limit, are not read (the third list:
+    keep them for later); an id still failing after its retries raises."""
     if not booking_ids:
-        return [], []
+        return [], [], []
     gate = asyncio.Semaphore(concurrency)
+    later: list[str] = []
 
     async def one(booking_id: str) -> Booking | None:
         async with gate:
-            return await get_booking(oauth_block, booking_id)
+            if not fits("bookings", "read"):
+                later.append(booking_id)
+                return None
+            try:
+                return await get_booking(oauth_block, booking_id)
+            except NOT_NOW:
+                later.append(booking_id)
+                return None
 
     async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         found = await asyncio.gather(*(one(b) for b in booking_ids))
-    return [booking_row(b) for b in found if b is not None], [b for b, r in zip(booking_ids, found) if r is None]
+    waiting = set(later)
+    missing = [b for b, r in zip(booking_ids, found) if r is None and b not in waiting]
+    return [booking_row(b) for b in found if b is not None], missing, [b for b in booking_ids if b in waiting]
 
 
 @task(name="read-crm-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
@@ -200,9 +235,13 @@ async def read_crm_page(
         return await zoho.crm.get_records(module, fields, page=page, per_page=per_page, page_token=page_token, modified_since=since, ids=ids)
 
 
-async def read_crm_changes(oauth_block: str, module: CrmModule, since: datetime | None = None, ids: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+async def read_crm_changes(
+    oauth_block: str, module: CrmModule, since: datetime | None = None, ids: list[str] | None = None
+) -> tuple[list[dict[str, Any]], int, bool]:
     """Records of ``module`` modified after ``since``, or the records ``ids`` (100 a call), as state-store
-    rows (``module.row``): ``(rows, calls)``; a ``read-crm-page`` task run per page (:class:`zoho.paging.CrmRecordsPaging`)."""
+    rows (``module.row``): ``(rows, calls, complete)``; a ``read-crm-page`` task run per page
+    (:class:`zoho.paging.CrmRecordsPaging`). The read stops early (``complete`` False, the rows
+    read so far kept) when the run's CRM budget has no read left or Zoho answers with its limit."""
     rows: list[dict[str, Any]] = []
     calls = 0
     chunks = [ids[i : i + CRM_IDS_PER_CALL] for i in range(0, len(ids), CRM_IDS_PER_CALL)] if ids else [None]
@@ -210,11 +249,16 @@ async def read_crm_changes(oauth_block: str, module: CrmModule, since: datetime 
         for chunk in chunks:
             cursor = CrmRecordsPaging()
             while cursor:
-                answer = await read_crm_page(oauth_block, module.api_name, module.fields, since=since, ids=chunk, **cursor.params)
+                if not fits("crm", "read"):
+                    return rows, calls, False
                 calls += 1
+                try:
+                    answer = await read_crm_page(oauth_block, module.api_name, module.fields, since=since, ids=chunk, **cursor.params)
+                except NOT_NOW:
+                    return rows, calls, False
                 rows.extend(module.row(r) for r in answer.data)
                 cursor = cursor.after(answer)
-    return rows, calls
+    return rows, calls, True
 
 
 # ----------------------------------------------------------------- writes
@@ -269,7 +313,7 @@ async def apply_bookings_action(oauth_block: str, action: Action) -> Outcome:
             else:
                 answer = await zoho.bookings.update_appointment(action.booking_id, bookings.verb(action))
         except ZohoError as exc:
-            if is_transient(exc):
+            if is_transient(exc) or isinstance(exc, NOT_NOW):
                 raise
             return Outcome(action, False, exc.code, exc.message, maybe_done=isinstance(exc, BookingsError))
     row = booking_row(answer)
@@ -291,6 +335,12 @@ async def _unless_done(oauth_block: str, outcome: Outcome) -> Outcome:
     return Outcome(outcome.action, True, "ALREADY_DONE", f"the booking already shows it ({outcome.message})", start=row["start_time"], status=row["status"])
 
 
+def waiting(action: Action, family: str) -> Outcome:
+    """The outcome of a write not sent because the day's ``family`` budget is spent: failed,
+    transient (re-planned by the next run with budget left), nothing sent."""
+    return Outcome(action, False, "BUDGET_REACHED", f"not sent: the day's {family} API budget is spent; sent when budget is left (the next day at the latest)", transient=True, sent=False)
+
+
 async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrency: int, calls_per_second: float = 0.0) -> list[Outcome]:
     """Apply Bookings actions, ``concurrency`` calls at a time (at most ``calls_per_second`` across
     workers: :func:`bookings_rate`), over one shared client; outcomes in order.
@@ -306,9 +356,13 @@ async def apply_bookings(oauth_block: str, actions: Iterable[Action], concurrenc
 
     async def one(action: Action) -> Outcome:
         async with gate:
+            if not fits("bookings", "write"):
+                return waiting(action, "bookings")
             try:
                 outcome = await apply_bookings_action(oauth_block, action)
                 return await _unless_done(oauth_block, outcome) if outcome.maybe_done else outcome
+            except NOT_NOW as exc:
+                return Outcome(action, False, exc.code, exc.message, transient=True, sent=False)
             except ZohoError as exc:
                 return Outcome(action, False, exc.code, exc.message, transient=exc.transient)
             except Exception as exc:  # noqa: BLE001 - e.g. a connection error after the retries: recorded, the rest go on

@@ -94,5 +94,5 @@ def test_the_demo_s_example_edits_work_as_printed(sandbox):
     cancelled = [k for k in changed if after[k].crm["Status"] == "Cancelled"]
     assert len(cancelled) == 1
     now = datetime.now(timezone.utc)
-    assert all(now < after[k].start < now + timedelta(days=30) for k in changed)  # inside the incremental window
+    assert all(now < after[k].start < now + timedelta(days=30) for k in changed)  # near-future appointments
     assert json.loads(commands[1].split("-d ", 1)[1].strip("'"))["Status"] == "Cancelled"

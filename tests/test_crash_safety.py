@@ -1,7 +1,7 @@
 """Crash safety: the worker process is killed (SIGKILL) while it applies a plan, twice; the next
 run converges with no write repeated.
 
-The sync runs in a child process (``python -c``: one incremental run against the
+The sync runs in a child process (``python -c``: one scan run against the
 test's Prefect server and sandbox); the sandbox slows every CRM and Bookings call
 (its ``delay`` fault) so applying 300 changes takes seconds, and the test kills the
 child as soon as the sandbox's write counter shows the chosen point:
@@ -20,7 +20,7 @@ itself (``writes_by_record`` in ``GET /__sandbox/stats``, ``/__sandbox/dump``):
   ``applied_keys`` re-reads a logged change before it could be sent again). A write
   that reached Zoho unlogged is found by the next run's fresh reads: CRM records
   modified since the bookmark (our own writes move ``Modified_Time``) and the
-  bookings in the incremental window; both sides then agree and nothing is sent.
+  bookings in the scan window; both sides then agree and nothing is sent.
   A booking outside that window (here: more than 15 days ahead) is not re-read, so
   the change is sent again; Bookings refuses it (same start, or already
   cancelled), and the sync reads the booking back, finds it done and records
@@ -59,8 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 N_CRM_SIDE = 150  # CRM-side reschedules: 150 Bookings calls
 N_BOOKINGS_SIDE = 150  # Bookings-side cancels and reschedules: 2 CRM batches (100 + 50)
-#: The child: one incremental sync, nothing else.
-CHILD = "import asyncio, sys\nfrom flows.sync_appointments import sync_appointments\nasyncio.run(sync_appointments(config_block=sys.argv[1], mode='incremental'))\n"
+#: The child: one scan sync (incremental plus the Bookings window), nothing else.
+CHILD = "import asyncio, sys\nfrom flows.sync_appointments import sync_appointments\nasyncio.run(sync_appointments(config_block=sys.argv[1], mode='scan'))\n"
 
 
 def bk_instant(text: str, tz: str) -> datetime:
@@ -95,7 +95,7 @@ def settled_writes(sandbox, quiet: float = 1.0) -> int:
 
 async def make_org(sandbox, tmp_path: Path) -> str:
     """``ZohoOAuth`` and ``AppointmentSyncConfig`` blocks for the sandbox: full runs read every
-    booking of the seed (30 days either side of today), incremental runs those up to 15 days ahead."""
+    booking of the seed (30 days either side of today), scan runs those up to 15 days ahead."""
     tag = uuid.uuid4().hex[:8]
     await ZohoOAuth(
         client_id=sandbox.creds["client_id"], client_secret=SecretStr(sandbox.creds["client_secret"]),
@@ -103,7 +103,7 @@ async def make_org(sandbox, tmp_path: Path) -> str:
     ).asave(f"crash-oauth-{tag}")  # fmt: skip
     await AppointmentSyncConfig(
         oauth_block=f"crash-oauth-{tag}", bookings_time_zone="Asia/Kolkata", state_store_url=f"sqlite:///{tmp_path / 'state.db'}",
-        bookings_past_days=35, bookings_future_days=60, incremental_past_days=7, incremental_future_days=15,
+        bookings_past_days=35, bookings_future_days=60, scan_past_hours=7 * 24, scan_future_hours=15 * 24, scan_max_calls=100,
     ).asave(f"crash-{tag}")  # fmt: skip
     return f"crash-{tag}"
 
@@ -112,7 +112,7 @@ def edit_both_sides(sandbox) -> set[str]:
     """Change 300 future appointments through the admin API, each on one side; returns the
     ``writes_by_record`` keys of the records the sync must write (the other sides).
 
-    Bookings-side changes are within the incremental window (an incremental run reads
+    Bookings-side changes are within the scan window (a scan run reads
     no booking beyond it); CRM-side ones anywhere, so some of the bookings the sync
     writes lie beyond it."""
     dump = sandbox.dump()
@@ -126,7 +126,7 @@ def edit_both_sides(sandbox) -> set[str]:
     near = [f for f in future if f[2] < now + timedelta(days=14)][:N_BOOKINGS_SIDE]
     rest = [f for f in future if f not in near][:N_CRM_SIDE]
     assert len(near) == N_BOOKINGS_SIDE and len(rest) == N_CRM_SIDE, f"the seed has only {len(future)} future appointments"
-    assert any(start > now + timedelta(days=16) for _, _, start in rest)  # beyond the incremental window
+    assert any(start > now + timedelta(days=16) for _, _, start in rest)  # beyond the scan window
     targets = set()
     for appt, bk, start in rest:  # a CRM user moves it 2 h later: one Bookings call
         to = (start + timedelta(hours=2)).astimezone(ZoneInfo("Asia/Kolkata")).isoformat()
@@ -191,7 +191,7 @@ async def test_sigkill_while_applying_twice_then_next_run_converges_without_repe
     assert set(partial) <= targets and all(n == 1 for n in partial.values()), {k: n for k, n in partial.items() if n != 1}
     assert len(disagreements(sandbox.dump())) == total - second
 
-    rerun = await sync_appointments(config_block=config, mode="incremental")
+    rerun = await sync_appointments(config_block=config, mode="scan")
 
     assert disagreements(sandbox.dump()) == []
     written = sandbox.stats()["writes_by_record"]

@@ -16,13 +16,16 @@ def test_serve_and_prefect_yaml_agree():
     served = {d.name: d for d in build("sync-acme", "zoho-acme")}
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     assert set(served) == {d["name"] for d in spec["deployments"]} == {
-        "refresh-token", "sync-full", "sync-incremental", "sync-on-webhook", "bulk-read-callback", "renew-notification-channel",
+        "refresh-token", "sync-full", "sync-incremental", "sync-scan", "sync-on-webhook", "bulk-read-callback", "renew-notification-channel",
     }
     for d in spec["deployments"]:
         path, func = d["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         assert callable(getattr(module, func))
     assert served["sync-incremental"].parameters == {"config_block": "sync-acme", "mode": "incremental"}
+    assert served["sync-scan"].parameters == {"config_block": "sync-acme", "mode": "scan"}
+    scan = next(d for d in spec["deployments"] if d["name"] == "sync-scan")
+    assert scan["parameters"]["mode"] == "scan" and [s["interval"] for s in scan["schedules"]] == [served["sync-scan"].schedules[0].schedule.interval.total_seconds()]
     assert served["refresh-token"].parameters == {"block_name": "zoho-acme"}
     assert served["renew-notification-channel"].parameters == {"channel_block": "crm-channel"}
     other = {d.name: d for d in build("sync-acme", "zoho-acme", channel_block="crm-acme")}

@@ -28,7 +28,7 @@ import httpx
 
 from deployments import processes
 
-SCHEDULED = ("refresh-token", "sync-full", "sync-incremental", "renew-notification-channel")
+SCHEDULED = ("refresh-token", "sync-full", "sync-incremental", "sync-scan", "renew-notification-channel")
 WAIT = 60  # seconds for the deployments to be served and scheduled (a few on an idle machine)
 
 

@@ -39,10 +39,10 @@ from zoho.timefmt import from_bookings, to_bookings
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
-#: The child: one incremental sync; prints what its summary says as one JSON line.
+#: The child: one scan sync (incremental plus the Bookings window); prints what its summary says as one JSON line.
 CHILD = (
     "import asyncio, json, sys\nfrom flows.sync_appointments import sync_appointments\n"
-    "s = asyncio.run(sync_appointments(config_block=sys.argv[1], mode='incremental'))\n"
+    "s = asyncio.run(sync_appointments(config_block=sys.argv[1], mode='scan'))\n"
     "print(json.dumps({'started_at': s.started_at.isoformat(), 'finished_at': s.finished_at.isoformat(), "
     "'applied': s.applied, 'failed': s.failed, 'changes': s.changes}, default=str))\n"
 )
@@ -63,14 +63,14 @@ async def make_org(sandbox, tmp_path: Path, **settings) -> tuple[str, str]:
     ).asave(f"writer-oauth-{tag}")  # fmt: skip
     await AppointmentSyncConfig(
         oauth_block=f"writer-oauth-{tag}", bookings_time_zone="Asia/Kolkata", state_store_url=f"sqlite:///{tmp_path / 'state.db'}",
-        bookings_past_days=35, bookings_future_days=60, incremental_past_days=7, incremental_future_days=15, **settings,
+        bookings_past_days=35, bookings_future_days=60, scan_past_hours=7 * 24, scan_future_hours=15 * 24, scan_max_calls=100, **settings,
     ).asave(f"writer-{tag}")  # fmt: skip
     return f"writer-{tag}", f"writer-oauth-{tag}"
 
 
 def edit_both_sides(sandbox, n: int) -> set[str]:
     """``n`` CRM-side reschedules (+2 h) and ``n`` Bookings-side cancels or moves (-1 h) of future
-    appointments within the incremental window; returns the ``writes_by_record`` keys the sync must write."""
+    appointments within the scan window; returns the ``writes_by_record`` keys the sync must write."""
     dump = sandbox.dump()
     crm = {a["Booking_Id"]: a for a in dump["Appointments__s"] if a.get("Booking_Id")}
     now = datetime.now(UTC)
@@ -95,7 +95,7 @@ def edit_both_sides(sandbox, n: int) -> set[str]:
 
 
 def sync_in_child(prefect_api: str, config: str, home: Path) -> dict[str, Any]:
-    """One incremental run in a child process, as two workers would run them (flow runs of one
+    """One scan run in a child process, as two workers would run them (flow runs of one
     process run one after the other); returns its summary's ``started_at``, ``finished_at``,
     ``applied``, ``failed`` and ``changes``."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -144,7 +144,7 @@ async def test_bookings_rate_is_a_global_limit_with_slot_decay(sandbox, prefect_
     cfg.bookings_calls_per_second = 50
     await cfg.asave(config, overwrite=True)
 
-    summary = await sync_appointments(config_block=config, mode="incremental")
+    summary = await sync_appointments(config_block=config, mode="scan")
 
     limit = read_limit(prefect_api, bookings_rate_name(oauth))
     assert (limit["limit"], limit["slot_decay_per_second"]) == (50, 50)

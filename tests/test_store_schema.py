@@ -21,8 +21,8 @@ from sync import bookings
 from sync.engine import Action, Canon, Kind, Side, SideState
 from sync.modules import Appointments, crm_module, end_after
 from sync.settings import AppSettings
-from sync.store import INITIAL_REVISION, StoreSchemaError, default_store_url, make_engine, open_store, upgrade_store
-from sync.tables import TABLES, CrmAppointment, SyncBase
+from sync.store import HEAD_REVISION, StoreSchemaError, default_store_url, make_engine, open_store, upgrade_store
+from sync.tables import INITIAL_TABLES, TABLES, CrmAppointment, SyncBase
 
 UTC = timezone.utc
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -39,10 +39,10 @@ def revision(engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def created_by_create_all(url: str):
-    """A store as releases before migrations made it."""
+def created_by_create_all(url: str, tables=None):
+    """A store made by ``create_all`` (``tables``: only those, e.g. ``INITIAL_TABLES``: as releases before migrations made it)."""
     engine = make_engine(url)
-    SQLModel.metadata.create_all(engine)
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables] if tables else None)
     return engine
 
 
@@ -62,7 +62,7 @@ def test_the_migrations_make_the_schema_create_all_made(tmp_path):
         assert {t.__tablename__ for t in TABLES} <= set(inspect(new).get_table_names())
         with new.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata) == []
-        assert revision(new) == INITIAL_REVISION
+        assert revision(new) == HEAD_REVISION
     finally:
         old.dispose()
         new.dispose()
@@ -70,7 +70,7 @@ def test_the_migrations_make_the_schema_create_all_made(tmp_path):
 
 def test_a_store_made_by_create_all_is_adopted_with_its_rows(tmp_path):
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    old = created_by_create_all(url)
+    old = created_by_create_all(url, INITIAL_TABLES)  # the nine tables of the releases before migrations
     with Session(old) as s:
         s.add(CrmAppointment(id="c1", booking_id="b1", start_time=T0, status="Scheduled", modified_time=T0))
         s.add(SyncBase(booking_id="b1", crm_id="c1", crm_status="scheduled", bookings_status="scheduled", time_zone="UTC", crm_start=T0, bookings_start=T0))
@@ -78,10 +78,11 @@ def test_a_store_made_by_create_all_is_adopted_with_its_rows(tmp_path):
     old.dispose()
     engine = open_store(url)
     try:
-        assert revision(engine) == INITIAL_REVISION
+        assert revision(engine) == HEAD_REVISION  # stamped 0001, then upgraded
+        assert {t.__tablename__ for t in TABLES} <= set(inspect(engine).get_table_names())
         with Session(engine) as s:
             assert s.get(CrmAppointment, "c1").start_time == T0 and s.get(SyncBase, "b1").crm_id == "c1"
-        assert upgrade_store(engine) == INITIAL_REVISION  # idempotent
+        assert upgrade_store(engine) == HEAD_REVISION  # idempotent
     finally:
         engine.dispose()
 
@@ -96,7 +97,7 @@ def test_empty_store_deletes_every_row_and_keeps_the_schema(tmp_path):
         store.empty_store(engine)
         with engine.connect() as conn:
             assert all(conn.execute(text(f"SELECT count(*) FROM {t.__tablename__}")).scalar_one() == 0 for t in TABLES)
-        assert revision(engine) == INITIAL_REVISION
+        assert revision(engine) == HEAD_REVISION
     finally:
         engine.dispose()
 
@@ -144,7 +145,7 @@ def test_processes_upgrading_one_sqlite_store_at_once_do_not_collide(tmp_path):
     assert errors == []
     engine = make_engine(url)
     try:
-        assert revision(engine) == INITIAL_REVISION
+        assert revision(engine) == HEAD_REVISION
     finally:
         engine.dispose()
 

@@ -138,7 +138,7 @@ class Org:
         cfg = await AppointmentSyncConfig.aload(self.name)
         await cfg.model_validate({**cfg.model_dump(), **changes}).asave(self.name, overwrite=True)
 
-    async def sync(self, mode: str = "incremental", **kwargs: Any) -> SyncSummary:
+    async def sync(self, mode: str = "scan", **kwargs: Any) -> SyncSummary:
         return await sync_appointments(config_block=self.name, mode=mode, **kwargs)
 
 
@@ -146,8 +146,9 @@ class Org:
 async def org(sandbox, prefect_api, tmp_path) -> Org:
     """A ``ZohoOAuth`` block for the sandbox and an ``AppointmentSyncConfig`` with a fresh state store.
 
-    Windows reach 400 days ahead (for daylight-saving changes) and the incremental
-    Bookings window equals the full one, so an incremental run sees every edit.
+    Windows reach 400 days ahead (for daylight-saving changes) and the scan's
+    window equals the full one, so a scan run (an incremental run plus the Bookings
+    window) sees every edit, as webhooks and the safety net would together.
     """
     tag = uuid.uuid4().hex[:8]
     oauth = ZohoOAuth(
@@ -164,8 +165,9 @@ async def org(sandbox, prefect_api, tmp_path) -> Org:
         state_store_url=f"sqlite:///{tmp_path / 'state.db'}",
         bookings_past_days=35,
         bookings_future_days=400,
-        incremental_past_days=35,
-        incremental_future_days=400,
+        scan_past_hours=35 * 24,
+        scan_future_hours=400 * 24,
+        scan_max_calls=100,
     )
     await cfg.asave(f"sync-{tag}")
     return Org(f"sync-{tag}")
@@ -188,7 +190,7 @@ async def test_full_sync_agrees_and_a_second_sync_writes_nothing(sandbox, org):
     assert summary.applied == len(no_shows) and summary.failed == 0 and summary.links == len(before)
     assert sandbox.stats()["tokens_minted"] == 1
 
-    for mode in ("full", "incremental"):
+    for mode in ("full", "incremental", "scan"):
         zero_stats(sandbox)
         again = await org.sync(mode)
         assert writes(sandbox) == {}, mode
@@ -222,7 +224,7 @@ async def test_edits_on_both_sides_propagate_once(sandbox, org):
     edit_crm(sandbox, crm_cancel.crm["id"], Status="Cancelled", Cancellation_Note="Customer called")
     zero_stats(sandbox)
 
-    summary = await org.sync("incremental")
+    summary = await org.sync("scan")
 
     dump = sandbox.dump()
     assert disagreements(dump) == []
@@ -244,7 +246,7 @@ async def test_edits_on_both_sides_propagate_once(sandbox, org):
     assert summary.planned == {"crm:reschedule": 2, "crm:cancel": 2, "bookings:reschedule": 1, "bookings:complete": 1, "bookings:cancel": 1}
 
     zero_stats(sandbox)  # the echoes of our own writes come back and die
-    for mode in ("incremental", "full"):
+    for mode in ("incremental", "scan", "full"):
         echo = await org.sync(mode)
         assert writes(sandbox) == {} and echo.applied == 0 and echo.planned == {}, mode
     assert disagreements(sandbox.dump()) == []

@@ -30,6 +30,7 @@ from zoho.errors import (
     NoPermissionError,
     NotAllowedError,
     NotFoundError,
+    ApiLimitError,
     RateLimitedError,
     ScopeMismatchError,
     ServerError,
@@ -147,12 +148,31 @@ async def test_429_too_many_requests_with_retry_after(zoho: ZohoClient, httpx_mo
     assert is_transient(error)
 
 
-@pytest.mark.parametrize("headers,retry_after", [({}, None), ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None), ({"Retry-After": "1.5"}, 1.5)])
-async def test_429_without_json_body(zoho: ZohoClient, httpx_mock: HTTPXMock, headers: dict, retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    "headers,retry_after,expected",
+    [
+        ({}, None, ApiLimitError),  # no wait given: the day's limit, not a throttle
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None, ApiLimitError),  # HTTP-date form is not read
+        ({"Retry-After": "1.5"}, 1.5, RateLimitedError),
+        ({"Retry-After": "90"}, 90.0, RateLimitedError),
+        ({"Retry-After": "91"}, 91.0, ApiLimitError),  # longer than THROTTLE_MAX_SECONDS
+    ],
+)
+async def test_429_without_json_body(zoho: ZohoClient, httpx_mock: HTTPXMock, headers: dict, retry_after: float | None, expected: type) -> None:
     httpx_mock.add_response(method="PUT", url=APPOINTMENTS, status_code=429, headers=headers, text="Too Many Requests")
     error = await failed_update(zoho)
-    assert type(error) is RateLimitedError
+    assert type(error) is expected
     assert error.retry_after == retry_after
+    assert is_transient(error) is (expected is RateLimitedError)
+
+
+async def test_bookings_daily_limit_is_an_api_limit_whatever_the_status(zoho: ZohoClient, httpx_mock: HTTPXMock) -> None:
+    body = {"response": {"returnvalue": {"message": "API call limit of 250 calls per day exceeded", "code": "API_LIMIT_EXCEEDED"}, "status": "failure"}}
+    for status in (200, 429):
+        httpx_mock.add_response(status_code=status, json=body, headers={"Retry-After": "30"})
+        with pytest.raises(ApiLimitError) as info:
+            await zoho.bookings.get_appointment("#AN-1")
+        assert not is_transient(info.value) and "250 calls" in info.value.message
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])

@@ -1,5 +1,7 @@
 """Async httpx clients for Zoho Accounts, CRM and Bookings, sharing one connection pool.
 
+Every request is counted and may be refused before it is sent by the run's
+:class:`zoho.usage.Meter` (httpx event hooks; none installed: nothing counted).
 One method per endpoint; no retries here (``tasks/`` retries transient errors with
 Prefect's task retries) apart from :class:`~zoho.auth.ZohoAuth` repeating a request
 once after 401 ``INVALID_TOKEN``; every request has a timeout. Errors are typed
@@ -21,6 +23,7 @@ from typing import IO, Any, Iterable, Sequence
 import httpx
 from pydantic import SecretStr
 
+from . import usage
 from .auth import TokenProvider, ZohoAuth
 from .datacentres import Endpoints
 from .errors import (
@@ -414,6 +417,9 @@ class ZohoClient:
         self.endpoints = endpoints
         self._owns_http = http is None
         self.http = http or httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=20))
+        hooks = self.http.event_hooks
+        if usage.admit not in hooks["request"]:  # count and limit every call (zoho.usage); once per pool
+            self.http.event_hooks = {"request": [*hooks["request"], usage.admit], "response": [*hooks["response"], usage.record]}
         auth = ZohoAuth(provider) if provider is not None else None
         self.accounts = AccountsClient(self.http, endpoints.accounts)
         self.crm = CrmClient(self.http, endpoints.crm, auth, crm_version)

@@ -14,7 +14,8 @@ Every error carries ``code``, ``message``, ``details``, ``status_code``,
 into exception text) and ``retry_after``: the seconds the answer's
 ``Retry-After`` header asked for (RFC 9110 section 10.2.3, numeric form), set on
 429 and 5xx answers (and Accounts' throttle) that carry one, else None. That is
-the one place the wait is decided; ``tasks.retry`` schedules Prefect's task
+the one place the wait is decided (a 429 without one, or with a long one, is Zoho's
+daily limit: :class:`ApiLimitError`, see :func:`is_limit_answer`); ``tasks.retry`` schedules Prefect's task
 retries no sooner than it (:func:`retry_wait`).
 """
 
@@ -132,6 +133,19 @@ class RateLimitedError(ZohoError):
     transient = True
 
 
+class ApiLimitError(ZohoError):
+    """Zoho answered with its own API limit: the day's Bookings calls or CRM credits are spent
+    (see :func:`is_limit_answer`). Not transient for this run: calling again only hits the wall
+    until the day rolls over, so the run stops calling that API family (:mod:`zoho.usage`).
+    ``retry_after``: the answer's ``Retry-After`` in seconds, when it had one."""
+
+
+class BudgetReachedError(ZohoError):
+    """Not sent: the call would pass the run's allowance of the organisation's daily API budget
+    (:class:`zoho.usage.Meter`). ``details``: ``family`` (``bookings`` / ``crm``) and ``kind``
+    (``read`` / ``write``). No request was made, so nothing was spent."""
+
+
 class ServerError(ZohoError):
     """5xx (``INTERNAL_ERROR``...): Zoho's side failed; retry later (``retry_after``: a 503's
     ``Retry-After`` in seconds, when given)."""
@@ -219,6 +233,30 @@ _BY_CODE: dict[str, type[ZohoError]] = {
 }
 
 
+#: A 429 whose ``Retry-After`` is at most this many seconds is a throttle (retried); longer, or
+#: none, is an API limit (:func:`is_limit_answer`). Zoho's Bulk Read download limit (10 a minute)
+#: answers within it.
+THROTTLE_MAX_SECONDS = 90.0
+#: Codes that name an API limit in a failure body (Bookings documents none; the sandbox answers
+#: ``API_LIMIT_EXCEEDED``).
+LIMIT_CODES = frozenset({"API_LIMIT_EXCEEDED", "LIMIT_REACHED", "API_LIMIT_REACHED"})
+
+
+def is_limit_answer(status_code: int | None, code: str | None, retry_after: float | None) -> bool:
+    """Whether an answer says the day's API allowance is spent, rather than "slow down".
+
+    Zoho documents the limits (Bookings: calls per user per day by plan; CRM: credits over
+    a rolling 24 hours, answered with 429 ``TOO_MANY_REQUESTS``) but not a distinct answer
+    for "spent" versus "too fast". Taken here: a failure whose ``code`` is one of
+    :data:`LIMIT_CODES` (any status), or a 429 with no ``Retry-After`` or one longer than
+    :data:`THROTTLE_MAX_SECONDS`. A 429 asking for a short wait (CRM's concurrency limit
+    through a proxy, Bulk Read's download limit) stays a :class:`RateLimitedError`, retried.
+    """
+    if code in LIMIT_CODES:
+        return True
+    return status_code == 429 and (retry_after is None or retry_after > THROTTLE_MAX_SECONDS)
+
+
 def endpoint_of(request: httpx.Request) -> str:
     """``"METHOD /path"`` of a request, without host or query string."""
     return f"{request.method} {request.url.path}"
@@ -248,6 +286,8 @@ def crm_error(body: dict[str, Any], status_code: int | None = None, endpoint: st
             cls = NotFoundError
         else:
             cls = InvalidDataError
+    if status_code is not None and is_limit_answer(status_code, code, retry_after):
+        return ApiLimitError(code, message, details, status_code, endpoint, retry_after=retry_after)
     if cls in (RateLimitedError, ServerError):
         return cls(code, message, details, status_code, endpoint, retry_after=retry_after)
     return cls(code, message, details, status_code, endpoint)
@@ -296,6 +336,8 @@ def error_from_response(response: httpx.Response) -> ZohoError:
         if isinstance(body.get("data"), list) and body["data"] and isinstance(body["data"][0], dict):
             return crm_error(body["data"][0], status, endpoint, retry_after)
     reason = response.reason_phrase or "error"
+    if is_limit_answer(status, None, retry_after):
+        return ApiLimitError("TOO_MANY_REQUESTS", reason, {}, status, endpoint, retry_after=retry_after)
     if status == 429:
         return RateLimitedError("TOO_MANY_REQUESTS", reason, {}, status, endpoint, retry_after=retry_after)
     if status >= 500:
@@ -308,7 +350,8 @@ def error_from_response(response: httpx.Response) -> ZohoError:
 def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_after: float | None = None) -> ZohoError:
     """The typed error for a Bookings ``{"response": {... "status": "failure"}}`` body.
 
-    401 (or an ``INVALID_TOKEN`` / ``OAUTH_SCOPE_MISMATCH`` code) -> token errors, 429 ->
+    401 (or an ``INVALID_TOKEN`` / ``OAUTH_SCOPE_MISMATCH`` code) -> token errors, the
+    day's limit (:func:`is_limit_answer`) -> :class:`ApiLimitError`, another 429 ->
     :class:`RateLimitedError` with ``retry_after``, 5xx -> :class:`ServerError`, anything
     else (including HTTP 200) -> :class:`BookingsError`.
     """
@@ -319,6 +362,8 @@ def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_
     if status_code == 401 or code in ("INVALID_TOKEN", "OAUTH_SCOPE_MISMATCH"):
         cls = ScopeMismatchError if code == "OAUTH_SCOPE_MISMATCH" else InvalidTokenError
         return cls(code or "INVALID_TOKEN", message, {}, status_code, endpoint)
+    if is_limit_answer(status_code, code, retry_after):
+        return ApiLimitError(code or "API_LIMIT_EXCEEDED", message, {}, status_code, endpoint, retry_after=retry_after)
     if status_code == 429:
         return RateLimitedError("TOO_MANY_REQUESTS", message, {}, status_code, endpoint, retry_after=retry_after)
     if status_code >= 500:
