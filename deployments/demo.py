@@ -186,10 +186,10 @@ def _print_summary(summary: Any, ui: str) -> None:
     print(f"   links {summary.links}, unchanged {summary.unchanged}, agreed {summary.agreed}, applied {summary.applied}, "
           f"failed {summary.failed}, conflicts {summary.conflicts}, deferred {summary.deferred}")
     print(f"   planned: {summary.planned or 'nothing'}; API calls: {summary.api_calls}")
-    for family, name in (("bookings", "Bookings calls"), ("crm", "CRM credits")):
+    for family, name in (("bookings", "Bookings calls today"), ("crm", "CRM credits in 24 h")):
         day = summary.budget.get(family)
         if day:
-            print(f"   {name} today ({day['day']}): {day['used']} of a budget of {day['budget']} (Zoho's limit {day['limit']}), forecast for the day {day['forecast']}")
+            print(f"   {name}: {day['used']} of a budget of {day['budget']} (Zoho's limit {day['limit']}), forecast for the day {day['forecast']}")
     for c in summary.conflict_list[:10]:
         print(f"   conflict {c['booking_id']}: {c['reason']}")
     for f in summary.failures[:10]:

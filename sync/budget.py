@@ -41,8 +41,10 @@ CRM_PER_USER = {"standard": 250, "professional": 500, "enterprise": 1000, "ultim
 CRM_STANDARD_MAX = 100_000
 CRM_EDITIONS = ("free", *CRM_PER_USER)
 DAY = timedelta(days=1)
-#: The shortest history a rate is computed over (a run alone is not a rate).
-MIN_RATE_WINDOW = timedelta(hours=1)
+#: The shortest history a rate is computed over: a run alone is not a rate, and on a
+#: store's first day the nightly full run's pages would otherwise read as a rate of
+#: 20 calls an hour.
+MIN_RATE_WINDOW = timedelta(hours=6)
 
 
 def bookings_daily_limit(plan: str, calls_per_day: int | None = None) -> int:
@@ -121,7 +123,7 @@ class FamilyDay:
         return max(0, self.budget - self.used)
 
     def rate_per_hour(self) -> float:
-        """Units per hour over the recent history (at least :data:`MIN_RATE_WINDOW`)."""
+        """Units per hour over the recent history (at least :data:`MIN_RATE_WINDOW` long)."""
         seconds = max(self.recent_seconds, MIN_RATE_WINDOW.total_seconds())
         return self.recent * 3600 / seconds
 

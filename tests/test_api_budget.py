@@ -78,7 +78,7 @@ def test_bookings_forecast_is_used_plus_the_days_rate_until_the_workspace_midnig
     assert day.forecast(NOON) == 60 + 4 * 6.5  # 86
     assert day.forecast(NOON, spent=12) == math.ceil(60 + 12 + (96 + 12) / 24 * 6.5) == 102  # 72 + 4.5/h x 6.5 h, rounded up
     young = FamilyDay("bookings", 250, 200, 20, used=3, day="2026-11-28", ends=ends, recent=3, recent_seconds=60)
-    assert young.rate_per_hour() == 3  # a minute of history counts as an hour, not 180 calls an hour
+    assert young.rate_per_hour() == 0.5  # a minute of history counts as six hours, not 180 calls an hour
 
 
 def test_crm_forecast_is_the_rolling_rate_over_24_hours():
@@ -361,9 +361,9 @@ async def test_budget_low_is_sent_once_a_day(sandbox, prefect_api, tmp_path, mon
     monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: sent.append(kw))
     today_noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)  # 6.5 h before the workspace's midnight
     monkeypatch.setattr(tables, "_clock", lambda: today_noon)
-    config = await make_org(sandbox, tmp_path, bookings_calls_per_day=20)  # a budget of 16 calls
-    first = await sync_appointments(config_block=config, mode="full")  # 3 pages of 100: 3 calls in the first hour
-    assert first.budget["bookings"] == {"day": today_noon.date().isoformat(), "used": 3, "budget": 16, "limit": 20, "forecast": 23, "left": 13}  # 3 + 3/h x 6.5 h
+    config = await make_org(sandbox, tmp_path, bookings_calls_per_day=5)  # a budget of 4 calls
+    first = await sync_appointments(config_block=config, mode="full")  # 3 pages of 100: 3 calls, a first history read over 6 hours
+    assert first.budget["bookings"] == {"day": today_noon.date().isoformat(), "used": 3, "budget": 4, "limit": 5, "forecast": 7, "left": 1}  # 3 + 0.5/h x 6.5 h
     low = [e for e in sent if e["event"] == "zoho.budget.low"]
     assert len(low) == 1 and low[0]["payload"]["family"] == "bookings" and low[0]["resource"]["prefect.resource.id"] == f"zoho.sync.{config}"
     await sync_appointments(config_block=config, mode="scan")
