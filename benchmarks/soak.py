@@ -1,4 +1,4 @@
-"""Soak: the full and incremental syncs under injected faults, a few thousand changes, nothing lost or repeated.
+"""Soak: the full and scan syncs under injected faults, a few thousand changes, nothing lost or repeated.
 
 ``.venv/bin/python benchmarks/soak.py [--appointments 3000] [--rounds 4] [--changes 3000] [--seed 42]
 [--error-500 0.10] [--error-429 0.05] [--retry-after 1] [--drop 0.02] [--keep] [--verbose]``
@@ -16,10 +16,12 @@ onboards like ``make demo`` (grant code -> ``ZohoOAuth`` block, an
    1-6 h), Bookings reschedules, CRM and Bookings cancellations, completions of
    appointments that have ended (both sides) and Bookings no-shows. Reschedules move
    forward only and avoid daylight-saving folds and gaps; Bookings-side ones stay
-   inside the incremental window.
+   inside the scan window (7 days back to 30 ahead here; the soak has no webhook
+   receiver, so the scan, the safety net, is what carries Bookings changes).
 2. **faults on** (``PUT /__sandbox/faults``, group ``all``: 10 % HTTP 500, 5 % HTTP 429
    with ``Retry-After: 1``, 2 % dropped connections, on Accounts, CRM, Bulk Read and
-   Bookings alike) and one sync, incremental in odd rounds and full in even ones.
+   Bookings alike) and one sync, scan (incremental plus the Bookings window) in odd
+   rounds and full in even ones.
    While it runs a background thread kills the access token once the sync has made
    60 % of the round's writes: ``POST /__sandbox/tokens/expire`` in odd rounds, and in
    even rounds ``POST /oauth/v2/token/revoke`` of the token the run is using (the
@@ -137,17 +139,17 @@ MIX = [("crm", "reschedule", 0.40), ("bookings", "reschedule", 0.38), ("crm", "c
        ("crm", "complete", 0.04), ("bookings", "complete", 0.03), ("bookings", "noshow", 0.03)]
 
 
-def plan_edits(pairs: list[Pair], n: int, incremental: bool, rng: random.Random) -> list[Edit]:
+def plan_edits(pairs: list[Pair], n: int, scan: bool, rng: random.Random) -> list[Edit]:
     """Up to ``n`` edits of distinct agreeing pairs, by :data:`MIX`."""
     now = datetime.now(UTC)
     future = [p for p in pairs if p.booking["status"] == "UPCOMING" and p.crm["Status"] == "Scheduled" and p.start > now + timedelta(hours=3)]
-    # ended, not marked yet; an incremental run reads Bookings from 7 days back
+    # ended, not marked yet; a scan run reads Bookings from 7 days back
     ended = [p for p in pairs if p.booking["status"] == "UPCOMING" and p.crm["Status"] in ("Scheduled", "Overdue") and p.end < now - timedelta(minutes=5)
-             and (not incremental or p.start > now - timedelta(days=6, hours=12))]
+             and (not scan or p.start > now - timedelta(days=6, hours=12))]
     rng.shuffle(future)
     rng.shuffle(ended)
     edits: list[Edit] = []
-    horizon = now + timedelta(days=29, hours=12)  # inside the incremental Bookings window (30 days)
+    horizon = now + timedelta(days=29, hours=12)  # inside the scan's Bookings window (30 days)
     for side, kind, share in MIX:
         want = round(n * share)
         pool = ended if kind in ("complete", "noshow") else future
@@ -306,7 +308,10 @@ async def onboard(url: str, store_url: str) -> None:
 
     client_id, secret, code, scopes = sandbox_grant(url)
     await do_onboard(OAUTH_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=url, scopes=scopes)
-    await AppointmentSyncConfig(oauth_block=OAUTH_BLOCK, bookings_time_zone="Asia/Kolkata", state_store_url=store_url).asave(CONFIG_BLOCK, overwrite=True)
+    await AppointmentSyncConfig(
+        oauth_block=OAUTH_BLOCK, bookings_time_zone="Asia/Kolkata", state_store_url=store_url, bookings_plan="premium", crm_edition="enterprise", crm_users=10,
+        scan_past_hours=7 * 24, scan_future_hours=30 * 24, scan_max_calls=100,  # the old incremental window: no receiver here, the scan carries Bookings edits
+    ).asave(CONFIG_BLOCK, overwrite=True)
 
 
 async def current_token() -> str | None:
@@ -349,9 +354,9 @@ def soak(url: str, api: str, store_url: str, args: argparse.Namespace) -> bool:
     rounds: list[Round] = []
     per_round = args.changes // args.rounds
     for r in range(1, args.rounds + 1):
-        mode = "incremental" if r % 2 else "full"
+        mode = "scan" if r % 2 else "full"
         pairs, _ = agreeing_pairs(http)
-        done = apply_edits(url, plan_edits(pairs, per_round, mode == "incremental", rng))
+        done = apply_edits(url, plan_edits(pairs, per_round, mode == "scan", rng))
         for e in done:
             admin[e.record] += 1
         stats = http.get("/__sandbox/stats").json()
@@ -442,7 +447,7 @@ def line(name: str, seconds: str, text: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--appointments", type=int, default=3000, help="appointments to seed (about 40 %% upcoming within 30 days)")
-    p.add_argument("--rounds", type=int, default=4, help="faulted sync runs (odd: incremental, even: full)")
+    p.add_argument("--rounds", type=int, default=4, help="faulted sync runs (odd: scan, even: full)")
     p.add_argument("--changes", type=int, default=3000, help="changes in total, spread over the rounds")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--error-500", type=float, default=0.10)

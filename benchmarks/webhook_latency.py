@@ -4,7 +4,7 @@ Starts the ``make up`` stack (``deployments.stack.up``) with a temporary
 ``PREFECT_HOME`` and data folder on free 127.0.0.1 ports and stops it at the end,
 or uses the running ``make up`` stack with ``--existing`` (ports from
 ``PREFECT_PORT``/``SANDBOX_PORT``/``RECEIVER_PORT``, secrets from
-``.prefect/receiver.env``). The schedules of ``sync-incremental`` and ``sync-full``
+``.prefect/receiver.env``). The schedules of ``sync-incremental``, ``sync-scan`` and ``sync-full``
 are paused meanwhile (and resumed afterwards), so every change is carried by
 ``sync-on-webhook`` runs started by the receiver's events. Then:
 
@@ -53,7 +53,7 @@ from deployments import stack as stk  # noqa: E402
 from zoho.timefmt import from_bookings, to_bookings  # noqa: E402
 
 UTC = timezone.utc
-PAUSED_DURING_RUN = ("sync-incremental", "sync-full")
+PAUSED_DURING_RUN = ("sync-incremental", "sync-scan", "sync-full")
 ACTIVE = ["SCHEDULED", "PENDING", "RUNNING"]
 
 

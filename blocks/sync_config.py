@@ -75,7 +75,7 @@ class AppointmentSyncConfig(Block):
     )
     scan_future_hours: int = Field(default=24, ge=0, le=24 * 400, title="Safety-net scan: hours ahead", description="The sync-scan runs read Bookings appointments starting up to this many hours after now.")
     scan_max_calls: int = Field(
-        default=4, ge=1, le=100, title="Safety-net scan: most Bookings calls a run",
+        default=4, ge=1, le=1000, title="Safety-net scan: most Bookings calls a run",
         description="A sync-scan run reads at most this many fetchappointment pages (its cost per run is bounded by it); the rest of the window waits for the nightly full run.",
     )
     bookings_plan: Literal["free", "basic", "premium"] = Field(

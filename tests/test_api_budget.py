@@ -368,3 +368,32 @@ async def test_budget_low_is_sent_once_a_day(sandbox, prefect_api, tmp_path, mon
     assert len(low) == 1 and low[0]["payload"]["family"] == "bookings" and low[0]["resource"]["prefect.resource.id"] == f"zoho.sync.{config}"
     await sync_appointments(config_block=config, mode="scan")
     assert len([e for e in sent if e["event"] == "zoho.budget.low"]) == 1  # once a day
+
+
+async def test_a_crm_read_the_budget_stops_keeps_the_bookmark(sandbox, prefect_api, tmp_path):
+    from flows.sync_appointments import sync_appointments
+    from sync import bulk_runs
+
+    config = await make_org(sandbox, tmp_path)
+    await sync_appointments(config_block=config, mode="full")  # a Bulk Read: about 52 CRM credits
+    await sync_appointments(config_block=config, mode="incremental")  # sets the bookmark
+    cfg = await AppointmentSyncConfig.aload(config)
+    engine = open_store(cfg.state_store_url)
+    try:
+        mark = bulk_runs.get_bookmark(engine, "Appointments__s")
+        assert mark is not None
+        appt, bk = future_pair(sandbox)
+        r = sandbox.http.patch(f"/__sandbox/crm/Appointments__s/{appt['id']}", json={"Status": "Cancelled", "Cancellation_Reason": "By Team"})
+        assert r.status_code == 200, r.text
+        await cfg.model_copy(update={"crm_credits_per_day": 10}).asave(config, overwrite=True)  # spent already
+        starved = await sync_appointments(config_block=config, mode="incremental")
+        assert starved.applied == 0 and starved.zoho_calls.get("crm", {}).get("units", 0) == 0  # no CRM call at all
+        assert any(w.startswith("CRM records changed since the bookmark") for w in starved.waiting)
+        assert bulk_runs.get_bookmark(engine, "Appointments__s") == mark  # nothing read: the bookmark stays
+        await cfg.model_copy(update={"crm_credits_per_day": None}).asave(config, overwrite=True)
+        caught = await sync_appointments(config_block=config, mode="incremental")
+        assert caught.applied == 1
+        booking = next(b for b in sandbox.dump()["bookings"] if b["booking_id"] == bk["booking_id"])
+        assert booking["status"] == "CANCEL"
+    finally:
+        engine.dispose()
