@@ -401,18 +401,24 @@ def record_dry_run(run: SyncRun, planned: Plan) -> None:
 async def recheck_applied(run: SyncRun, planned: Plan) -> None:
     """Planned changes whose key was applied before while our copy of the target does not show
     it: re-read those links from both sides and plan them again (what a fresh read still
-    asks for is a real change), so nothing applied is sent twice."""
+    asks for is a real change), so nothing applied is sent twice. A link the day's budget
+    does not let us re-read is not sent now (reported; its booking waits in ``pending_reads``)."""
     run.summary.stage = "applying changes"
     already = applied_keys(run.engine, [a.key for a in planned.actions])
     if not already:
         return
     stale = sorted({a.booking_id for a in planned.actions if a.key in already})
     get_run_logger().warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
-    await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
+    crm_rows = await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
     rows, _, later = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
     run.calls["bookings_read"] += len(stale) - len(later)
     upsert_bookings(run.engine, rows, utc_now())
-    fresh = _plan(run, stale)
+    crm_read = {r["id"] for r in crm_rows}
+    unread = sorted(set(later) | {b for b in stale if run.links[b].crm_id not in crm_read})
+    if unread:
+        add_pending_reads(run.engine, unread, "re-check before a resend; Bookings or CRM budget spent", run.now)
+        run.summary.waiting.append(f"{len(unread)} changes applied before could not be re-read to check them (API budget): not sent; re-checked by a later run")
+    fresh = _plan(run, [b for b in stale if b not in set(unread)])
     planned.actions = [a for a in planned.actions if a.booking_id not in set(stale)] + fresh.actions
     write_agreed(run.engine, fresh.agreed, run.now)
 
