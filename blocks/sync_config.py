@@ -28,8 +28,10 @@ class AppointmentSyncConfig(Block):
     runs); incremental runs read no Bookings window (Bookings changes come by webhook);
     the safety-net ``sync-scan`` runs (an incremental run plus a window) read ``scan_past_hours`` back to
     ``scan_future_hours`` ahead, at most ``scan_max_calls`` pages a run.
-    ``bookings_time_zone`` is the workspace time zone ``fetchappointment`` reads its
-    window in, and whose calendar day the Bookings call limit counts.
+    ``bookings_time_zone`` is the workspace time zone ``fetchappointment`` is assumed
+    to read its window in (Zoho documents none; the sandbox reads it in its
+    ``org_time_zone``), and whose calendar day the Bookings call limit counts;
+    onboarding sets it (``appt-sync auth --config ... --bookings-time-zone ...``).
 
     The daily API budget (:mod:`sync.budget`): ``bookings_plan`` (or
     ``bookings_calls_per_day``) and ``crm_edition`` / ``crm_users`` (or
@@ -66,7 +68,16 @@ class AppointmentSyncConfig(Block):
         default=Side.BOOKINGS, title="Source of truth for new links",
         description="Which side is copied to the other when a link is seen for the first time and the sides differ (bookings: Zoho Bookings, crm: Zoho CRM).",
     )
-    bookings_time_zone: str = Field(default="UTC", title="Bookings workspace time zone", description="IANA time zone (e.g. Europe/London) that fetchappointment reads the window's from_time/to_time in.")
+    bookings_time_zone: str = Field(
+        default="UTC", title="Bookings workspace time zone",
+        description=(
+            "IANA time zone of the Zoho Bookings workspace (e.g. Europe/London). Zoho does not document the zone of "
+            "fetchappointment's from_time/to_time; the sync assumes the workspace's own zone (as the sandbox, in its "
+            "org_time_zone, Asia/Kolkata by default) and sends the window's bounds as wall times in this zone. It is also "
+            "the calendar day the daily Bookings call limit counts. UTC is only a placeholder: set the workspace's zone "
+            "(appt-sync auth --config NAME --bookings-time-zone ZONE), or the window is off by the zone's offset."
+        ),
+    )
     bookings_past_days: int = Field(default=35, ge=0, title="Full runs: days back", description="Full runs read Bookings appointments starting this many days before now.")
     bookings_future_days: int = Field(default=90, ge=0, title="Full runs: days ahead", description="Full runs read Bookings appointments starting up to this many days after now.")
     scan_past_hours: int = Field(
@@ -117,7 +128,14 @@ class AppointmentSyncConfig(Block):
             "(webhook runs are retried)."
         ),
     )
-    bookings_page_size: int = Field(default=100, ge=1, le=100, title="Bookings page size", description="Appointments per fetchappointment page (at most 100).")
+    bookings_page_size: int = Field(
+        default=50, ge=1, le=100, title="Bookings page size",
+        description=(
+            "Appointments per fetchappointment page (1-100). Zoho documents no paging; 50 is the cap a public client uses, "
+            "so it works on every workspace. 100 halves the Bookings calls of a window read (a nightly full run over 2,000 "
+            "appointments: 20 calls instead of 40) where the workspace accepts it."
+        ),
+    )
     state_store_url: str | None = Field(
         default=None, title="State store URL",
         description="SQLAlchemy URL of the sync's state store (links, base, action log), e.g. postgresql+psycopg://... Empty: SQLite under .data/.",

@@ -174,12 +174,24 @@ def auth(
     redirect_uri: str = typer.Option("", help="redirect URI, if the client has one"),
     zoho_user: str = typer.Option("", help="the Zoho user or organisation the grant belongs to"),
     sandbox: str = typer.Option("", help="onboard against a running sandbox at this URL (gets a grant code from it)"),
+    config: str = typer.Option("", help="also create or update this AppointmentSyncConfig block (its oauth_block and Bookings time zone), e.g. sync-acme"),
+    bookings_time_zone: str = typer.Option(
+        "", help=(
+            "with --config: the IANA time zone set in the Zoho Bookings workspace, "
+            "e.g. Europe/Berlin; the sync reads the Bookings window and counts the daily call limit in it. "
+            "Required for real Zoho; default with --sandbox: the sandbox's own (Asia/Kolkata unless started otherwise)"
+        ),
+    ),
 ) -> None:
     """Exchange a grant code for a refresh token and save the ZohoOAuth block.
 
     For real Zoho: create a self client, generate a grant code with the scopes in
     README, then run this; the grant code and client secret are prompted for
-    (or read from ZOHO_GRANT_CODE / ZOHO_CLIENT_SECRET).
+    (or read from ZOHO_GRANT_CODE / ZOHO_CLIENT_SECRET). With ``--config NAME
+    --bookings-time-zone ZONE`` it also saves the organisation's
+    AppointmentSyncConfig with that Bookings workspace time zone (Zoho documents no
+    zone for fetchappointment's window; the block's UTC default is a placeholder).
+    Both options are checked before the grant code is used.
     """
     import asyncio
     import os
@@ -190,8 +202,19 @@ def auth(
     from zoho.datacentres import DataCentre, valid_data_centres
     from zoho.errors import origin_of, transport_reason
 
-    from .onboarding import onboard, sandbox_grant
+    from .onboarding import check_time_zone, onboard, sandbox_grant, sandbox_time_zone, save_org_config
 
+    if bookings_time_zone and not config:
+        raise typer.BadParameter("the Bookings time zone is saved in an AppointmentSyncConfig block: give --config NAME too", param_hint="--bookings-time-zone")
+    if config and not sandbox and not bookings_time_zone:
+        raise typer.BadParameter(
+            "give the Bookings workspace's IANA time zone with --config for real Zoho, e.g. --bookings-time-zone Europe/Berlin", param_hint="--bookings-time-zone"
+        )
+    if bookings_time_zone:
+        try:
+            bookings_time_zone = check_time_zone(bookings_time_zone)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--bookings-time-zone") from None
     if sandbox:
         if not sandbox.startswith(("http://", "https://")):
             raise typer.BadParameter(f"{sandbox!r} is not a URL; give the sandbox's base URL, e.g. http://127.0.0.1:8900", param_hint="--sandbox")
@@ -203,6 +226,8 @@ def auth(
             fail(f"{origin_of(sandbox)} answered HTTP {exc.response.status_code} to {exc.request.url.path}: is --sandbox the sandbox's base URL?")
         remember_secret(secret, code)
         data_centre, base_url = "CUSTOM", sandbox
+        if config and not bookings_time_zone:
+            bookings_time_zone = sandbox_time_zone(sandbox)
     else:
         if not client_id:
             raise typer.BadParameter("give --client-id (or --sandbox URL)", param_hint="--client-id")
@@ -230,6 +255,11 @@ def auth(
         )
     )
     typer.echo(f"Saved ZohoOAuth block '{block}' (data centre {saved.data_centre.value}, api_domain {saved.api_domain}); token expires at {saved.expires_at.isoformat()}")
+    if config:
+        created = asyncio.run(save_org_config(config, block, bookings_time_zone))
+        typer.echo(f"{'Created' if created else 'Updated'} AppointmentSyncConfig block '{config}' (oauth_block {block}, Bookings time zone {bookings_time_zone})")
+    elif not sandbox:
+        typer.echo("No AppointmentSyncConfig saved (no --config): when you make one, set its bookings_time_zone to the Bookings workspace's zone (UTC is a placeholder).")
 
 
 @app.command()

@@ -150,7 +150,8 @@ def missing_block(name: str, slug: str) -> str:
     """``no ZohoOAuth block named 'x' (blocks of that type: a, b); <how to make one>``.
 
     Lists the names (never the data: ``include_secrets=False``) of the documents of
-    that block type in the Prefect API; without the list when it cannot be read.
+    that block type in the Prefect API, those closest to ``name`` first (at most 20);
+    without the list when it cannot be read.
     """
     label, make = BLOCK_TYPES.get(slug, (slug, ""))
     names: list[str] | None = None
@@ -165,6 +166,10 @@ def missing_block(name: str, slug: str) -> str:
     if names is None:
         known = ""
     elif names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)  # a typo's intended name first
+        names = close + [n for n in names if n not in close]
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
         known = f" (blocks of that type: {shown}; give one of those)"
     else:

@@ -227,7 +227,7 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
     fresh_base(onboarding.state_store_url(data_dir))
     client_id, secret, code, scopes = sandbox_grant(sandbox_url)
     await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
-    await onboarding.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir)
+    await onboarding.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir, onboarding.sandbox_time_zone(sandbox_url))  # the window in the sandbox's zone
     print(f"   onboarded with the least-privilege scopes ({', '.join(SCOPES)})")
     print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig, state store {onboarding.state_store_url(data_dir)}, emptied)")
 

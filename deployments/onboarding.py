@@ -3,10 +3,17 @@
 :func:`onboard` follows Zoho's OAuth steps (self client -> grant code ->
 ``grant_type=authorization_code`` -> refresh token); see README "Connecting to Zoho".
 
+A real organisation's ``AppointmentSyncConfig`` gets its Bookings workspace time
+zone from :func:`save_org_config` (``appt-sync auth --config NAME
+--bookings-time-zone ZONE``): Zoho documents no zone for ``fetchappointment``'s
+window and the block's ``UTC`` default is only a placeholder, so onboarding asks
+for the zone (checked by :func:`check_time_zone`) instead of guessing it.
+
 For the local stack (``make up``, ``make demo``): :func:`connect` onboards the
 sandbox into the ``ZohoOAuth`` block ``zoho-sandbox`` (when that block does not
 work with it yet) and saves the ``AppointmentSyncConfig`` ``sync-sandbox``
-(:func:`save_sync_config`, state store ``.data/stack-state.db``); :func:`wire`
+(:func:`save_sync_config`, state store ``.data/stack-state.db``, Bookings time
+zone the sandbox's own ``org_time_zone``: :func:`sandbox_time_zone`); :func:`wire`
 points the sandbox's Bookings webhook and a CRM notification channel (kept in the
 ``NotificationChannel`` block ``crm-channel``, which ``renew-notification-channel``
 renews) at the webhook receiver.
@@ -98,6 +105,51 @@ def sandbox_grant(url: str, scopes: tuple[str, ...] | list[str] = SCOPES) -> tup
     return creds["client_id"], creds["client_secret"], code["code"], list(scopes)
 
 
+# ------------------------------------------------------------- Bookings time zone
+#: The sandbox's workspace time zone unless it was started with another ``--org-time-zone``.
+SANDBOX_TIME_ZONE = "Asia/Kolkata"
+
+
+def check_time_zone(zone: str) -> str:
+    """``zone`` when it is an IANA time zone name (``Europe/Berlin``, ``UTC``); else ``ValueError``
+    with one line saying so, naming the right spelling when only the case was wrong."""
+    from zoneinfo import available_timezones
+
+    zones = (available_timezones() | {"UTC"}) - {"localtime", "posixrules", "Factory"}  # files in a zoneinfo folder, not zones
+    if zone in zones:
+        return zone
+    close = [z for z in zones if z.lower() == zone.strip().lower()]
+    hint = f"did you mean {close[0]}?" if close else "e.g. Europe/Berlin, America/New_York, Asia/Kolkata"
+    raise ValueError(f"{zone!r} is not an IANA time zone ({hint})")
+
+
+def sandbox_time_zone(sandbox_url: str) -> str:
+    """The running sandbox's workspace time zone (``org_time_zone`` of ``GET /__sandbox/config``), the zone
+    its ``fetchappointment`` reads the window in. Raises ``httpx.HTTPError`` when it does not answer,
+    ``ValueError`` when its zone is not an IANA name."""
+    config = httpx.get(f"{sandbox_url.rstrip('/')}/__sandbox/config", timeout=10).raise_for_status().json()
+    return check_time_zone(str(config.get("org_time_zone") or SANDBOX_TIME_ZONE))
+
+
+async def save_org_config(config_block: str, oauth_block: str, bookings_time_zone: str) -> bool:
+    """Create ``AppointmentSyncConfig`` ``config_block`` for an organisation, or update it, with its
+    ``oauth_block`` and Bookings workspace time zone; every other setting keeps its value (or
+    default). Returns whether the block was created. Raises ``ValueError`` (nothing saved) when
+    ``bookings_time_zone`` is not an IANA time zone (:func:`check_time_zone`)."""
+    from blocks import AppointmentSyncConfig
+
+    zone = check_time_zone(bookings_time_zone)
+    try:
+        config = await AppointmentSyncConfig.aload(config_block)
+        created = False
+    except ValueError:  # no block of that name yet
+        config, created = AppointmentSyncConfig(), True
+    config.oauth_block = oauth_block
+    config.bookings_time_zone = zone
+    await config.asave(config_block, overwrite=True)
+    return created
+
+
 # ------------------------------------------------------------------- the local stack
 OAUTH_BLOCK = "zoho-sandbox"
 CONFIG_BLOCK = "sync-sandbox"
@@ -112,21 +164,25 @@ def state_store_url(data: Path) -> str:
     return f"sqlite:///{data / 'stack-state.db'}"
 
 
-async def save_sync_config(config_block: str, oauth_block: str, data: Path) -> None:
+async def save_sync_config(config_block: str, oauth_block: str, data: Path, bookings_time_zone: str = SANDBOX_TIME_ZONE) -> None:
     """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use):
-    the sandbox's workspace time zone (Asia/Kolkata) and its default plans (Bookings Premium,
-    CRM Enterprise with 10 users: ``sandbox/config.py``), so the budget matches what it enforces."""
+    the sandbox's workspace time zone (``bookings_time_zone``: pass :func:`sandbox_time_zone`; its
+    default, Asia/Kolkata, is the sandbox's default), its default plans (Bookings Premium,
+    CRM Enterprise with 10 users: ``sandbox/config.py``) and the page size it accepts
+    (``fetchappointment`` ``per_page`` up to 100: half the window calls of the default 50), so the
+    window and the budget match what it does. Raises ``ValueError`` for a zone that is not an IANA name."""
     from blocks import AppointmentSyncConfig
 
     config = AppointmentSyncConfig(
-        oauth_block=oauth_block, bookings_time_zone="Asia/Kolkata", state_store_url=state_store_url(data),
-        bookings_plan="premium", crm_edition="enterprise", crm_users=10,
+        oauth_block=oauth_block, bookings_time_zone=check_time_zone(bookings_time_zone), state_store_url=state_store_url(data),
+        bookings_plan="premium", crm_edition="enterprise", crm_users=10, bookings_page_size=100,
     )
     await config.asave(config_block, overwrite=True)
 
 
 async def connect(sandbox_url: str, data: Path, oauth_block: str, config_block: str) -> bool:
-    """Make sure ``oauth_block`` works with this sandbox (onboard if not) and save ``config_block``.
+    """Make sure ``oauth_block`` works with this sandbox (onboard if not) and save ``config_block``
+    (in the sandbox's own time zone, :func:`sandbox_time_zone`).
 
     Returns whether the sandbox was onboarded now.
     """
@@ -144,7 +200,7 @@ async def connect(sandbox_url: str, data: Path, oauth_block: str, config_block: 
         client_id, secret, code, scopes = sandbox_grant(sandbox_url)
         await onboard(oauth_block, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
         onboarded = True
-    await save_sync_config(config_block, oauth_block, data)
+    await save_sync_config(config_block, oauth_block, data, sandbox_time_zone(sandbox_url))
     return onboarded
 
 

@@ -77,6 +77,7 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_b
                         "config_block": "{{ event.payload.config_block }}",
                         "crm_ids": "{{ event.payload.crm_ids }}",
                         "booking_ids": "{{ event.payload.booking_ids }}",
+                        "booking_states": "{{ event.payload.booking_states }}",
                     },
                 )
             ],

@@ -10,8 +10,9 @@ Routes:
   (``shared/zoho-api-notes.md``). The channel ``token`` is compared in constant
   time; ``module`` must be one we sync and ``operation`` one of ``insert``,
   ``update``, ``delete``, ``restore``. Event ``zoho.crm.notification``.
-* ``POST /zoho/bookings/webhook``: JSON with at least ``booking_id``, authenticated
-  by a shared secret in the ``X-Zoho-Bookings-Secret`` header or ``?secret=``.
+* ``POST /zoho/bookings/webhook``: JSON with at least ``booking_id`` (a booking id:
+  see "Ids" below), authenticated by a shared secret in the
+  ``X-Zoho-Bookings-Secret`` header or ``?secret=``, checked before the body is read.
   Event ``zoho.bookings.webhook`` for every accepted call, its payload with
   ``"echo": true|false``. An *echo* (the webhook Bookings sends for the sync's own
   write) is not queued for a sync, which saves one metered ``getappointment``: the
@@ -28,14 +29,34 @@ Routes:
 * ``GET /healthz``: ``status``, ``pending_ids`` (queued, not yet emitted) and
   ``echoes_skipped`` (Bookings echoes not queued since start).
 
-Bad JSON, a wrong token or secret, a body over 1 MB, an unknown module or
-operation get a clear 4xx and no event. A burst does not become a storm: ids are
-coalesced and emitted as ``zoho.sync.requested`` events (at most 500 ids each),
+Bad JSON, JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked before it is
+parsed, so no recursion error), a wrong token or secret, a body over 1 MB, an
+unknown module or operation get a clear 4xx and no event. The Bookings and
+callback secrets (header or query) are checked before the body is read; the CRM
+channel token travels inside the body, so that route checks it after the bounded
+parse.
+
+Ids (:func:`crm_id_problem`, :func:`booking_id_problem`): a CRM record id is 1 to
+:data:`MAX_CRM_ID_DIGITS` ASCII digits (a JSON string or a non-negative integer);
+a booking id is an optional ``#`` and then 1 to 63 ASCII letters, digits, ``-``,
+``_`` or ``.``, starting with a letter or digit (``#AN-00014``). A notification's
+bad ids are dropped, each with a reason, in a warning log line and in the answer
+(``{"accepted": 3, "dropped": [{"id": "<first 40 characters>", "reason": ...}]}``;
+at most :data:`MAX_DROPPED_SHOWN` listed, ``dropped_count`` counts them all), and
+the good ones are queued; a notification with no good id, or a webhook whose
+``booking_id`` is bad, answers 422 and emits nothing. The sync reads CRM records by
+id in requests that fit a URL (:func:`zoho.clients.chunk_ids`).
+
+A burst does not become a storm: ids are coalesced and emitted as ``zoho.sync.requested`` events (at most 500 ids each),
 which the ``sync-on-webhook`` deployment's trigger turns into one flow run each.
 Leading edge and throttle: when the receiver has been idle, the first id is
 emitted ``leading_seconds`` (0.2 s) after it arrives, so a single edit is not held
 back; while ids keep coming, at most one event per ``coalesce_seconds`` (2 s).
-Ids are kept until their event is emitted.
+Ids are kept until their event is emitted. An event of booking ids also carries
+what each booking's latest webhook reported (``booking_states``: ``status``,
+``start_time``, ``time_zone`` as sent): the sync run checks it against the store
+again when it reads (after any run writing to that booking has committed), so an
+echo that arrived before the write's answer was stored still costs no read.
 
 A ``zoho.sync.requested`` event links to what it asks about (:func:`sync_related`):
 the organisation (``zoho.sync.<config block>``, role ``organisation``), each booking
@@ -54,6 +75,7 @@ import hmac
 import inspect
 import json
 import logging
+import re
 import threading
 from collections import defaultdict
 from datetime import datetime
@@ -70,6 +92,19 @@ CRM_OPERATIONS = frozenset({"insert", "update", "delete", "restore"})
 MAX_IDS_PER_EVENT = 500
 #: Ids named as related resources per event (Prefect allows 100 related resources; the payload has them all).
 MAX_RELATED_IDS = 90
+#: Deepest JSON nesting (objects and arrays) a body may have; Zoho's payloads have 4 levels at most.
+MAX_JSON_DEPTH = 32
+#: Most digits of a CRM record id (Zoho's ids are 64-bit numbers: 19 digits today).
+MAX_CRM_ID_DIGITS = 25
+#: A CRM record id: ASCII digits only.
+CRM_ID = re.compile(r"[0-9]{1,%d}" % MAX_CRM_ID_DIGITS)
+#: A Bookings booking id (``#AN-00014``; the letters are the workspace's prefix): an optional ``#``,
+#: then a letter or digit and up to 62 more letters, digits, ``-``, ``_`` or ``.`` (ASCII).
+BOOKING_ID = re.compile(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+#: Dropped ids listed in an answer and a log line (the count covers them all).
+MAX_DROPPED_SHOWN = 20
+#: Characters of a dropped id shown in the answer and the log.
+ID_PREVIEW = 40
 
 
 def sync_related(config_block: str, kind: str, ids: list[str]) -> list[dict[str, str]]:
@@ -134,6 +169,75 @@ def _record_id(value: Any) -> bool:
     return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", float: "a number", bool: "a boolean", type(None): "null"}
+
+
+def crm_id_problem(value: Any) -> str | None:
+    """Why ``value`` (one item of a notification's ``ids``) is not a CRM record id, or None when it is.
+
+    A CRM record id is 1 to :data:`MAX_CRM_ID_DIGITS` ASCII digits, sent as a JSON
+    string or a non-negative integer. The reason is a few words (``"not all ASCII
+    digits"``, ``"100,000 characters (at most 25 digits)"``) and never quotes the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"{_JSON_TYPES.get(type(value), type(value).__name__)}, not a string or integer"
+    if isinstance(value, int) and value < 0:
+        return "a negative number"
+    text = str(value)
+    if not text:
+        return "empty"
+    if len(text) > MAX_CRM_ID_DIGITS:
+        return f"{len(text):,} characters (at most {MAX_CRM_ID_DIGITS} digits)"
+    return None if CRM_ID.fullmatch(text) else "not all ASCII digits"
+
+
+def booking_id_problem(value: Any) -> str | None:
+    """Why ``value`` (a webhook's ``booking_id``) is not a Bookings booking id, or None when it is.
+
+    The rule (:data:`BOOKING_ID`): a string, an optional ``#``, then a letter or digit
+    and up to 62 more ASCII letters, digits, ``-``, ``_`` or ``.``: ``#AN-00014`` and
+    other workspace prefixes pass; whitespace, quotes, control or non-ASCII characters
+    and anything over 64 characters do not. Never quotes the value.
+    """
+    if not isinstance(value, str):
+        return f"{_JSON_TYPES.get(type(value), type(value).__name__)}, not a string"
+    if not value:
+        return "empty"
+    if len(value) > 64:
+        return f"{len(value):,} characters (at most 64)"
+    return None if BOOKING_ID.fullmatch(value) else "not '#' then ASCII letters, digits, '-', '_' or '.'"
+
+
+def _preview(value: Any) -> str:
+    """The first :data:`ID_PREVIEW` characters of a dropped id (``...`` marks a cut), for answers and logs."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= ID_PREVIEW else text[:ID_PREVIEW] + "..."
+
+
+def json_depth(text: str, limit: int | None = None) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest (``{"a": [1]}``: 2), brackets inside
+    strings not counted; with ``limit``, counting stops once the depth passes it (the answer is
+    then ``limit + 1``). Linear in ``len(text)`` and never recursive, so it bounds a parse before
+    :func:`json.loads` recurses; ``text`` need not be valid JSON (then the count is only a guide)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if limit is not None and deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+#: A JSON string literal (escapes included), and a run of characters that are no bracket.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
 #: The Bulk Read job status fields the state store keeps, and the JSON types each may have (None: absent or null).
 _JOB_RESULT_TYPES: dict[str, tuple[type, ...]] = {"count": (int,), "page": (int,), "more_records": (bool,), "next_page_token": (str,), "download_url": (str,), "error_message": (dict,)}
 
@@ -194,14 +298,25 @@ class Coalescer:
         self.emit = emit
         self._related = _takes_related(emit)
         self.pending: dict[str, set[str]] = defaultdict(set)
+        #: The state the latest webhook of each queued booking reported (``status``, ``start_time``,
+        #: ``time_zone`` as sent), passed on as ``booking_states`` so the sync run can skip reading a
+        #: booking whose webhook only repeats what the store holds by the time the run reads.
+        self.states: dict[str, dict[str, str]] = {}
         self.emitted_events = 0
         #: Bookings webhooks recognised as echoes of our own writes, whose ids were not queued.
         self.echoes_skipped = 0
         self._wake = asyncio.Event()
 
-    def add(self, kind: str, ids: list[str]) -> None:
-        """Queue ``ids`` of ``kind`` (``crm_ids`` or ``booking_ids``)."""
+    def add(self, kind: str, ids: list[str], states: dict[str, dict[str, str]] | None = None) -> None:
+        """Queue ``ids`` of ``kind`` (``crm_ids`` or ``booking_ids``); ``states``: what the webhook of a
+        booking reported (the latest wins; a webhook without one forgets an earlier one)."""
         self.pending[kind].update(ids)
+        if kind == "booking_ids":
+            for booking_id in ids:
+                if states and booking_id in states:
+                    self.states[booking_id] = states[booking_id]
+                else:
+                    self.states.pop(booking_id, None)
         self._wake.set()
 
     def flush(self) -> int:
@@ -211,8 +326,10 @@ class Coalescer:
             ids = sorted(self.pending.get(kind, ()))
             for i in range(0, len(ids), MAX_IDS_PER_EVENT):
                 chunk = ids[i : i + MAX_IDS_PER_EVENT]
-                payload = {"config_block": self.settings.config_block, "crm_ids": [], "booking_ids": []}
+                payload: dict[str, Any] = {"config_block": self.settings.config_block, "crm_ids": [], "booking_ids": [], "booking_states": {}}
                 payload[kind] = chunk
+                if kind == "booking_ids":
+                    payload["booking_states"] = {b: self.states[b] for b in chunk if b in self.states}
                 resource = {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}
                 related = {"related": sync_related(self.settings.config_block, kind, chunk)} if self._related else {}
                 try:
@@ -222,6 +339,9 @@ class Coalescer:
                     self.emitted_events += sent
                     return sent
                 self.pending[kind].difference_update(chunk)
+                if kind == "booking_ids":
+                    for b in chunk:
+                        self.states.pop(b, None)
                 sent += 1
         self.emitted_events += sent
         return sent
@@ -304,6 +424,8 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
     app.state.settings = settings
 
     async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
+        """``(parsed body, None)``, or ``(None, answer)``: 413 past ``max_body_bytes`` (read no further),
+        400 for a body that is not JSON, holds a lone surrogate, or nests deeper than :data:`MAX_JSON_DEPTH`."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             return None, _error(413, f"body over {settings.max_body_bytes} bytes")
@@ -313,12 +435,17 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             if len(body) > settings.max_body_bytes:
                 return None, _error(413, f"body over {settings.max_body_bytes} bytes")
         try:
-            parsed = json.loads(body)
+            text = bytes(body).decode(json.detect_encoding(body), "surrogatepass")  # what json.loads(bytes) does
+            if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:  # before json.loads recurses into it
+                return None, _error(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            parsed = json.loads(text)
             # A "\ud800" escape decodes to a lone surrogate: no UTF-8 text (nor a Prefect event) can hold it.
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")
             return parsed, None
         except (ValueError, UnicodeError):
             return None, _error(400, "the body is not valid JSON")
+        except RecursionError:  # not reached after the depth check; kept so no parse can answer 500
+            return None, _error(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -338,13 +465,23 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             return _error(422, f"module {module!r} is not synced (expected one of {sorted(settings.modules)})")
         if not isinstance(operation, str) or operation not in CRM_OPERATIONS:
             return _error(422, f"unknown operation {operation!r} (expected one of {sorted(CRM_OPERATIONS)})")
-        if not isinstance(ids, list) or not ids or not all(_record_id(i) for i in ids):
+        if not isinstance(ids, list) or not ids:
             return _error(422, "ids must be a non-empty list of record ids")
-        ids = [str(i) for i in ids]
-        emit("zoho.crm.notification", {"prefect.resource.id": f"zoho.crm.{module}"}, {"module": module, "operation": operation, "ids": ids, "channel_id": str(body.get("channel_id"))})
+        problems = [(i, crm_id_problem(i)) for i in ids]
+        dropped = [{"id": _preview(i), "reason": why} for i, why in problems if why is not None]
+        ids = list(dict.fromkeys(str(i) for i, why in problems if why is None))
+        report = {"dropped": dropped[:MAX_DROPPED_SHOWN], "dropped_count": len(dropped)} if dropped else {}
+        if dropped:
+            shown = "; ".join(f"{d['id']!r}: {d['reason']}" for d in dropped[:5])
+            log.warning("CRM notification (%s %s): %s of %s ids dropped, not CRM record ids (%s%s)",
+                        module, operation, len(dropped), len(problems), shown, "; ..." if len(dropped) > 5 else "")
+        if not ids:
+            return JSONResponse({"error": f"no CRM record id in ids (1 to {MAX_CRM_ID_DIGITS} digits each)", **report}, status_code=422)
+        notified = {"module": module, "operation": operation, "ids": ids, "channel_id": str(body.get("channel_id"))}
+        emit("zoho.crm.notification", {"prefect.resource.id": f"zoho.crm.{module}"}, {**notified, **({"dropped": len(dropped)} if dropped else {})})
         if operation != "delete":
             coalescer.add("crm_ids", ids)
-        return JSONResponse({"accepted": len(ids)}, status_code=202)
+        return JSONResponse({"accepted": len(ids), **report}, status_code=202)
 
     @app.post("/zoho/bookings/webhook")
     async def bookings_webhook(request: Request) -> JSONResponse:
@@ -355,8 +492,12 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         if error:
             return error
         booking_id = body.get("booking_id") if isinstance(body, dict) else None
-        if not isinstance(booking_id, str) or not booking_id:
+        if booking_id is None or booking_id == "":
             return _error(422, "the payload has no booking_id")
+        problem = booking_id_problem(booking_id)
+        if problem is not None:
+            log.warning("Bookings webhook dropped: booking_id %r is not a booking id (%s)", _preview(booking_id), problem)
+            return _error(422, f"booking_id {_preview(booking_id)!r} is not a Bookings booking id: {problem}")
         reported = reported_state(body) if settings.skip_echoes else None
         echoed = reported is not None and await asyncio.to_thread(echo, booking_id, *reported)
         payload = {k: body.get(k) for k in ("booking_id", "event", "status", "start_time", "time_zone")}
@@ -364,7 +505,8 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
         if echoed:
             coalescer.echoes_skipped += 1
             return JSONResponse({"accepted": 1, "echo": True}, status_code=202)
-        coalescer.add("booking_ids", [booking_id])
+        states = {booking_id: {k: body[k] for k in ("status", "start_time", "time_zone")}} if reported is not None else None
+        coalescer.add("booking_ids", [booking_id], states)
         return JSONResponse({"accepted": 1}, status_code=202)
 
     @app.post("/zoho/crm/bulk-read/callback")

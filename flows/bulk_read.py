@@ -7,7 +7,7 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
 2. Find the running read of the same query (a crashed run) or start one.
 3. For each page: reuse the page's job if it exists (re-poll or re-download: Zoho
    keeps results 24 hours), else create a job and record it at once; wait for it
-   (the callback, through the state store, when ``callback_url`` is set, with a
+   (the callback, through the state store, when a callback is set, with a
    slow poll as fallback; otherwise polling with capped exponential back-off) up
    to ``timeout_seconds``; ``FAILURE`` raises :class:`~zoho.errors.BulkReadFailedError`
    with Zoho's ``error_message``; download the zip (kept in
@@ -20,17 +20,27 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
    bookmark to the run's start. Publish a table artifact
    (pages, job ids, records, rejected, seconds). A progress artifact moves while
    jobs run.
+
+The callback URL's secret is never a flow-run parameter (Prefect shows and stores
+those): the run takes the callback route's URL without it (``callback_url``) and a
+reference to it (``callback_secret_block``, or the receiver's own environment
+variable), and builds the URL Zoho calls inside the run (:func:`callback_target`).
+The downloaded zip comes from the organisation's API domain only; a ``download_url``
+on another host (a forged callback's) fails the page with
+:class:`~zoho.errors.ForeignHostError` and sends nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
@@ -41,7 +51,7 @@ from sync.bulk_load import BulkFileError, LoadReport
 from sync.settings import AppSettings
 from sync.store import default_store_url, open_store
 from tasks.bulk_read import create_bulk_job, download_bulk_result, get_bulk_job, job_summary, load_bulk_page, mapping_fields
-from zoho.errors import BulkReadFailedError
+from zoho.errors import BulkReadFailedError, BulkReadRefusedError
 from zoho.paging import BulkReadPaging
 from zoho.models import FIELD_TYPES, BulkReadJob, BulkReadQuery, BulkReadRequest, BulkState, Callback, Criteria, ModuleRef, check_criteria
 
@@ -49,8 +59,63 @@ from zoho.models import FIELD_TYPES, BulkReadJob, BulkReadQuery, BulkReadRequest
 STAGE_PROGRESS = {"ADDED": 5.0, "QUEUED": 15.0, "IN PROGRESS": 40.0, "COMPLETED": 70.0, "DOWNLOADED": 85.0, "LOADED": 100.0}
 
 
+#: Where the webhook receiver reads its callback secret (``deployments.webhook.ReceiverSettings``);
+#: a run in the receiver's environment (``make up``, ``deployments.serve``) takes it from there.
+CALLBACK_SECRET_ENV = "APPT_SYNC_RECEIVER_CALLBACK_SECRET"
+
+
 class BulkReadTimeoutError(TimeoutError):
     """A Bulk Read job did not end within the flow's ``timeout_seconds``."""
+
+
+class CallbackSecretInParametersError(ValueError):
+    """A ``callback_url`` parameter that carries a secret (``?secret=`` or user info): flow-run
+    parameters are stored and shown by Prefect, so the secret must come by reference."""
+
+
+def _with_secret(url: str, secret: str) -> str:
+    """``url`` with ``secret=<secret>`` added to its query (the receiver's ``?secret=``)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "secret"] + [("secret", secret)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def callback_target(callback_url: str | None, callback_secret_block: str | None = None) -> str | None:
+    """The callback URL of the Bulk Read request, built inside the run; None: no callback (poll).
+
+    ``callback_url``: the receiver's callback route without its secret, e.g.
+    ``https://hooks.example.com/zoho/crm/bulk-read/callback``. ``callback_secret_block``:
+    the name of a Prefect ``Secret`` block holding either the receiver's callback secret
+    (added as ``?secret=``) or a whole callback URL (a Prefect Cloud webhook's, whose URL
+    is the credential; ``callback_url`` may then be left out). Without a block, the
+    secret comes from :data:`CALLBACK_SECRET_ENV` when it is set, else ``callback_url``
+    is used as it is.
+
+    Raises :class:`CallbackSecretInParametersError` when ``callback_url`` carries a
+    ``secret`` query parameter or user info (the text names neither value), ``ValueError``
+    for a block holding a secret but no ``callback_url`` to add it to, and what
+    ``Secret.aload`` raises for a missing block.
+    """
+    if callback_url is not None:
+        parts = urlsplit(callback_url)
+        if parts.username or parts.password or any(k == "secret" for k, _ in parse_qsl(parts.query, keep_blank_values=True)):
+            raise CallbackSecretInParametersError(
+                "callback_url carries a secret, which would be stored in the flow run's parameters: give the URL without it "
+                f"and the secret by reference (callback_secret_block, a Prefect Secret block, or {CALLBACK_SECRET_ENV} in the worker's environment)"
+            )
+    if callback_secret_block:
+        from prefect.blocks.system import Secret
+
+        value = str((await Secret.aload(callback_secret_block)).value.get_secret_value())
+        if value.startswith(("http://", "https://")):
+            return value
+        if not callback_url:
+            raise ValueError(f"Secret block {callback_secret_block!r} holds a secret, not a URL: give callback_url (the receiver's callback route) too")
+        return _with_secret(callback_url, value)
+    if not callback_url:
+        return None
+    secret = os.environ.get(CALLBACK_SECRET_ENV)
+    return _with_secret(callback_url, secret) if secret else callback_url
 
 
 def build_request(module: str, fields: list[str] | None, criteria: dict[str, Any] | None, file_type: str, booking_field: str, callback_url: str | None) -> BulkReadRequest:
@@ -108,8 +173,8 @@ async def wait_for_job(
 
 @dataclass(frozen=True)
 class Polling:
-    """How to wait for a job (see :func:`wait_for_job`): ``callback`` (a ``callback_url`` is
-    set), ``poll_seconds``, ``poll_max_seconds``, ``timeout_seconds``."""
+    """How to wait for a job (see :func:`wait_for_job`): ``callback`` (the request has a
+    callback URL), ``poll_seconds``, ``poll_max_seconds``, ``timeout_seconds``."""
 
     callback: bool
     poll_seconds: float
@@ -146,6 +211,7 @@ async def bulk_read(
     booking_field: str = "Booking_Id",
     file_type: Literal["csv", "ics"] = "csv",
     callback_url: str | None = None,
+    callback_secret_block: str | None = None,
     poll_seconds: float = 2.0,
     poll_max_seconds: float = 60.0,
     timeout_seconds: float = 3600.0,
@@ -155,18 +221,23 @@ async def bulk_read(
 
     ``criteria``: a criteria tree as JSON (``{"group_operator": ..., "group": [...]}``
     or one condition); ``fields``: API names (default: what the loader maps; none
-    for ICS). Returns ``{"run_id", "resumed", "pages", "records", "rejected",
-    "jobs": [...]}``. Raises :class:`~zoho.errors.BulkReadFailedError`,
-    :class:`BulkReadTimeoutError`, :class:`~sync.bulk_load.BulkFileError`.
+    for ICS). ``callback_url`` (no secret in it) and ``callback_secret_block`` (the name of
+    a Prefect ``Secret`` block): where Zoho posts the job when it ends, built inside the
+    run by :func:`callback_target`; neither parameter holds the secret. Returns
+    ``{"run_id", "resumed", "pages", "records", "rejected", "jobs": [...]}``. Raises
+    :class:`~zoho.errors.BulkReadFailedError`, :class:`BulkReadTimeoutError`,
+    :class:`~sync.bulk_load.BulkFileError`, :class:`CallbackSecretInParametersError`,
+    :class:`~zoho.errors.ForeignHostError` (a ``download_url`` off the API domain).
     """
-    request = build_request(module, fields, criteria, file_type, booking_field, callback_url)
+    callback = await callback_target(callback_url, callback_secret_block)
+    request = build_request(module, fields, criteria, file_type, booking_field, callback)
     store_url = store_url or default_store_url()
     engine = open_store(store_url)
     run, resumed = start_run(engine, module, request, file_type)
     setup = ReadSetup(
         oauth_block=oauth_block, module=module, request=request, store_url=store_url, engine=engine, run_id=run.id,
         folder=work_folder(work_dir, run.id), file_type=file_type, booking_field=booking_field,
-        polling=Polling(bool(callback_url), poll_seconds, poll_max_seconds, timeout_seconds),
+        polling=Polling(bool(callback), poll_seconds, poll_max_seconds, timeout_seconds),
         progress_id=await acreate_progress_artifact(progress=0.0, description=f"Bulk Read of {module}: starting"),
     )
     pages, records, rejected = await read_pages(setup)
@@ -196,7 +267,8 @@ def work_folder(work_dir: str | None, run_id: str) -> Path:
 async def read_pages(setup: ReadSetup) -> tuple[int, int, int]:
     """Read every page, following ``more_records`` / ``next_page_token`` (:class:`~zoho.paging.BulkReadPaging`):
     ``(pages, records, rejected)``. On any error the run is marked ``failed`` when one of
-    its jobs failed (else left ``running``, to be resumed), and the error re-raised."""
+    its jobs failed or Zoho refused to create one (:class:`~zoho.errors.BulkReadRefusedError`:
+    the same query is refused again), else left ``running``, to be resumed; the error is re-raised."""
     cursor, records, rejected = BulkReadPaging(), 0, 0
     try:
         while cursor:
@@ -204,8 +276,8 @@ async def read_pages(setup: ReadSetup) -> tuple[int, int, int]:
             records += job_row.records_loaded or 0
             rejected += job_row.records_rejected or 0
             cursor = cursor.after(job_row)
-    except BaseException:
-        if any(j.state == "FAILURE" for j in bulk_runs.run_jobs(setup.engine, setup.run_id)):
+    except BaseException as exc:
+        if isinstance(exc, BulkReadRefusedError) or any(j.state == "FAILURE" for j in bulk_runs.run_jobs(setup.engine, setup.run_id)):
             bulk_runs.finish_run(setup.engine, setup.run_id, "failed", cursor.page, records, rejected)
         raise
     return cursor.page, records, rejected
@@ -234,12 +306,20 @@ async def read_page(setup: ReadSetup, cursor: BulkReadPaging) -> Any:
 
 async def start_page_job(setup: ReadSetup, cursor: BulkReadPaging, job_row: Any) -> Any:
     """The page's job row: ``job_row`` when the page has a job already (a resumed run), else
-    a new job for ``cursor``'s query (task ``create-bulk-read-job``), recorded at once."""
+    a new job for ``cursor``'s query (task ``create-bulk-read-job``), recorded at once.
+
+    Zoho refusing the job when it is created (a field, module or criterion it does not
+    support) raises :class:`~zoho.errors.BulkReadRefusedError` at once (not retried: the same
+    query is refused again), logged with Zoho's code and what it names."""
     logger = get_run_logger()
     if job_row is not None:
         logger.info("Resuming job %s of page %s (state %s)", job_row.id, cursor.page, job_row.state)
         return job_row
-    created = await create_bulk_job(setup.oauth_block, cursor.request(setup.request))
+    try:
+        created = await create_bulk_job(setup.oauth_block, cursor.request(setup.request))
+    except BulkReadRefusedError as exc:
+        logger.error("Bulk Read of %s, page %s: %s (%s); fix the query (fields, criteria, module) and run again", setup.module, cursor.page, exc.message, exc.code)
+        raise
     job_row = bulk_runs.record_job_created(setup.engine, setup.run_id, cursor.page, setup.module, created.id, cursor.page_token)
     (setup.folder / f"{created.id}.zip").unlink(missing_ok=True)  # a new job's result is not on disk yet
     logger.info("Created Bulk Read job %s for page %s", created.id, cursor.page)
@@ -331,7 +411,7 @@ async def bulk_read_callback(job_id: str, state: str, result: dict[str, Any] | N
     Cloud webhook's: ``deployments/cloud/bulk-read-callback.webhook.j2``) with the
     job's ``id``, ``state`` and ``result`` (``count``, ``more_records``,
     ``download_url``, or ``error_message``: the callback JSON of seed 001). The
-    ``bulk-read`` run waiting on that job with a ``callback_url`` checks the store
+    ``bulk-read`` run waiting on that job with a callback checks the store
     every ``poll_seconds`` and goes on to download as soon as the job is
     ``COMPLETED`` (or raises on ``FAILURE``). Idempotent: a job already loaded is
     never moved back. Returns the stored state, or None when the job is not one of

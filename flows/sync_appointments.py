@@ -4,7 +4,9 @@ Webhook first: Bookings changes arrive by webhook and are read one by one
 (``getappointment``), CRM changes by notification and the incremental read; no
 schedule pages through the Bookings window every few minutes.
 
-* ``booking_ids`` / ``crm_ids`` (what webhooks call): the given bookings are read;
+* ``booking_ids`` / ``crm_ids`` (what webhooks call): the given bookings are read,
+  except those whose webhook (``booking_states``) reported just what the store holds
+  once the run holds the one-writer lock (the echo of our own write);
   the given CRM records are read and their links planned with the booking as stored
   (a booking the store has never seen is read). The echo of our own CRM write costs
   one CRM read and no Bookings call.
@@ -36,8 +38,11 @@ per booking, ``bookings_concurrency`` at a time. Each success updates our copy o
 the target and the base at once, so the echo that comes back on the next read (or
 notification) matches the base and is not sent again, and a crash after k of n
 batches leaves the first k committed. A refused record is logged with Zoho's code
-and message; the rest go on. Conflicts and deferred changes are reported and
-re-planned next run.
+and message; the rest go on. A Bookings refusal (e.g. a time the staff member does
+not work) is not sent again from the same base: later runs report it as a conflict
+until either side changes (:func:`hold_refused`). Conflicts and deferred changes
+(a link held by ``PENDING_PAYMENT`` is one) are reported and re-planned next run; a
+booking that cannot be read is a reported failure, skipped (:func:`report_rejected`).
 
 One writer per organisation: the Bookings read, planning and applying (through the
 last write and base update) run inside the Prefect global concurrency limit
@@ -83,9 +88,10 @@ from blocks.sync_config import AppointmentSyncConfig
 from blocks.zoho_oauth import ZohoOAuth
 from flows.bulk_read import bulk_read
 from sync import bulk_runs
-from sync.engine import Action, Kind, Link, Plan, Side, plan
+from sync.engine import Action, Conflict, Kind, Link, OnHold, Plan, Side, plan
 from sync.links import (
     applied_keys,
+    refused_keys,
     bookings_window,
     changed_links,
     count_bookings_between,
@@ -103,9 +109,12 @@ from sync.modules import CrmModule, crm_module
 from sync.outcomes import Outcome, call_failed, commit_write
 from sync.report import SyncSummary, change_entry, conflicts_for, invalid_record, nothing_to_do_name, read_failure, run_name
 from sync.store import Store, open_store, utc_now
+from sync.echoes import is_echo
 from sync.usage import add_pending_reads, drop_pending_reads, pending_reads
 from tasks.budget import Budget, close_budget, start_budget
 from tasks.sync import apply_bookings, apply_crm_batch, fetch_bookings, fits, get_bookings, read_crm_changes, waiting
+from zoho.models import RejectedBooking
+from zoho.timefmt import from_bookings
 from zoho.usage import BULK_READ_CREDITS, metering
 
 #: Prefect event names for applied actions (the event feed reads as the sync's history).
@@ -148,6 +157,7 @@ class SyncRun:
     token_expiry: datetime | None = None
     to_read: set[str] = field(default_factory=set)
     crm_complete: bool = True
+    states: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def targeted(self) -> bool:
@@ -162,6 +172,7 @@ async def sync_appointments(
     dry_run: bool = False,
     booking_ids: list[str] | None = None,
     crm_ids: list[str] | None = None,
+    booking_states: dict[str, dict[str, str]] | None = None,
 ) -> SyncSummary:
     """Sync the organisation configured in the ``AppointmentSyncConfig`` block ``config_block``.
 
@@ -178,6 +189,7 @@ async def sync_appointments(
     summary = SyncSummary(run_id=str(flow_run.get_id() or uuid.uuid4()), mode="records" if targeted else mode, dry_run=dry_run, started_at=utc_now())
     try:
         async with open_run(config_block, mode, booking_ids, crm_ids, summary) as run:
+            run.states = booking_states or {}
             await read_crm_side(run)
             async with one_writer(run):
                 await read_bookings_side(run)
@@ -253,10 +265,15 @@ async def read_crm_side(run: SyncRun) -> None:
 
 async def _read_crm(run: SyncRun, since: datetime | None = None, ids: list[str] | None = None) -> list[dict]:
     """Read CRM records (see :func:`tasks.sync.read_crm_changes`) into the store; returns their rows.
-    A read the budget cut short is reported and leaves ``run.crm_complete`` False."""
-    rows, calls, complete = await read_crm_changes(run.cfg.oauth_block, run.module, since=since, ids=ids)
+    A read the budget cut short is reported and leaves ``run.crm_complete`` False. A record that
+    cannot be read (:class:`sync.modules.InvalidRecord`) is a reported failure naming it, the field
+    and the value; it is not stored (what the store held stays) and the rest are applied."""
+    rows, calls, complete, invalid = await read_crm_changes(run.cfg.oauth_block, run.module, since=since, ids=ids)
     run.calls["crm_read"] += calls
     upsert_crm_records(run.engine, run.module.table, rows)
+    for bad in invalid:
+        get_run_logger().warning("Skipped a CRM record that cannot be read: %s", bad)
+        run.summary.add_failure(invalid_record(bad.booking_id, bad.crm_id, f"{bad}; skipped, read again once it is fixed"))
     if not complete:
         run.crm_complete = False
         run.summary.waiting.append(f"CRM records {'changed since the bookmark' if ids is None else 'named by notifications'}: read cut short by the CRM budget after {calls} calls; the next run reads from the same bookmark")
@@ -280,12 +297,14 @@ async def read_named_bookings(run: SyncRun) -> None:
     cfg = run.cfg
     given = set(run.booking_ids or []) if run.targeted else set()
     earlier = pending_reads(run.engine)
-    ids = sorted(run.to_read) + [b for b in earlier if b not in run.to_read]
+    echoes = _echoes(run)
+    ids = sorted(run.to_read - echoes) + [b for b in earlier if b not in run.to_read]
     if not ids:
         return
-    rows, missing, later = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency, cfg.bookings_calls_per_second)
+    rows, missing, later, rejected = await get_bookings(cfg.oauth_block, ids, cfg.bookings_concurrency, cfg.bookings_calls_per_second)
     run.calls["bookings_read"] += len(ids) - len(later)
     upsert_bookings(run.engine, rows, run.now)
+    report_rejected(run, rejected)
     drop_pending_reads(run.engine, set(ids) - set(later))
     add_pending_reads(run.engine, later, "Bookings budget spent", run.now)
     for booking_id in missing:
@@ -293,6 +312,24 @@ async def read_named_bookings(run: SyncRun) -> None:
             run.summary.add_failure(read_failure(booking_id, "NOT_FOUND", "getappointment failed (no such booking, or not allowed); not synced"))
     if later:
         run.summary.waiting.append(f"{len(later)} bookings to read (getappointment): the day's Bookings budget is spent; kept in pending_reads for the next run with budget")
+
+
+def _echoes(run: SyncRun) -> set[str]:
+    """Bookings of ``run.to_read`` whose webhook (``booking_states``) reported just what the store
+    holds now, i.e. after any run writing to them committed (:func:`sync.echoes.is_echo`): reading
+    them would tell nothing new. A state that cannot be read is no echo."""
+    found = set()
+    for booking_id, state in run.states.items():
+        if booking_id not in run.to_read or not isinstance(state, dict):
+            continue
+        try:
+            start = from_bookings(str(state["start_time"]), str(state["time_zone"]))
+            if is_echo(run.engine, booking_id, start, str(state["status"])):
+                found.add(booking_id)
+        except (KeyError, ValueError, OSError):  # OSError, ValueError: ZoneInfo of a bad name
+            continue
+    run.calls["bookings_echoes_not_read"] += len(found)
+    return found
 
 
 async def read_bookings_window(run: SyncRun) -> None:
@@ -310,12 +347,22 @@ async def read_bookings_window(run: SyncRun) -> None:
         if expected > left:
             run.summary.waiting.append(f"the Bookings window of the full run (about {expected} calls, {left:.0f} left today): skipped; the next full run reads it")
             return
-    rows, calls, complete = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size, cfg.bookings_calls_per_second, max_pages=cap)
+    rows, calls, complete, rejected = await fetch_bookings(cfg.oauth_block, start, end, cfg.bookings_time_zone, cfg.bookings_page_size, cfg.bookings_calls_per_second, max_pages=cap)
     run.calls["bookings_read"] += calls
     upsert_bookings(run.engine, rows, run.now)
+    report_rejected(run, rejected)
     if not complete:
         why = f"its cap of {cap} calls (scan_max_calls)" if cap is not None and calls >= cap else "the day's Bookings budget"
         run.summary.waiting.append(f"the Bookings {run.mode} window: stopped after {calls} calls by {why}; the rest is read by the next full run")
+
+
+def report_rejected(run: SyncRun, rejected: Iterable[RejectedBooking]) -> None:
+    """Each booking Zoho answered but that cannot be read (an unknown ``time_zone``, a start that
+    is no time, a missing field) is a reported failure naming it and what was wrong; it is not
+    stored (what the store held stays), the rest of its page went on, a later read takes it once fixed."""
+    for r in rejected:
+        where = "" if r.booking_id else f" (no booking_id; number {r.position + 1} of its page)"
+        run.summary.add_failure(read_failure(r.booking_id or "?", "INVALID_BOOKING", f"the booking cannot be read{where}: {r.reason}; skipped, read again by the next run"))
 
 
 @asynccontextmanager
@@ -341,8 +388,27 @@ async def plan_and_apply(run: SyncRun, dry_run: bool) -> None:
         record_dry_run(run, planned)
         return
     await recheck_applied(run, planned)
+    hold_refused(run, planned)
     await apply_to_crm(run, planned)
     await apply_to_bookings(run, planned)
+
+
+def hold_refused(run: SyncRun, planned: Plan) -> None:
+    """Changes Zoho refused before (the same change from the same base: the same key, logged
+    ``refused`` by :func:`_record`; e.g. a reschedule into time the staff member does not work, or
+    CRM refusing an earlier move with ``DEPENDENT_FIELD_UNCHANGED``) are not sent again: each is a
+    ``rule`` conflict with Zoho's code and message until either side changes (which makes a new
+    change). No call is spent, run after run, on a write Zoho would refuse again."""
+    refused = refused_keys(run.engine, [a.key for a in planned.actions])
+    if not refused:
+        return
+    held = [
+        Conflict(a.booking_id, a.crm_id, "rule", f"{'CRM' if a.target is Side.CRM else 'Bookings'} refused this change when it was sent ({refused[a.key][0]}: {refused[a.key][1]}); not sent again until either side changes")
+        for a in planned.actions if a.key in refused
+    ]
+    planned.actions = [a for a in planned.actions if a.key not in refused]
+    run.summary.conflict_list.extend(conflicts_for(held, run.links, run.cfg.conflict_policy))
+    run.summary.conflicts += len(held)
 
 
 def plan_changes(run: SyncRun) -> Plan:
@@ -368,18 +434,28 @@ def plan_changes(run: SyncRun) -> Plan:
 def _plan(run: SyncRun, booking_ids: list[str] | None) -> Plan:
     """:func:`sync.engine.plan` over the changed links (of ``booking_ids`` when given)."""
     rows = changed_links(run.engine, booking_ids, crm_table=run.module.table, crm_statuses=run.module.statuses)
-    return plan(_valid_links(run, rows), run.cfg.conflict_policy, run.now, run.cfg.initial_source, to_crm=run.module.to_crm)
+    held: list[Conflict] = []
+    planned = plan(_valid_links(run, rows, held), run.cfg.conflict_policy, run.now, run.cfg.initial_source, to_crm=run.module.to_crm)
+    planned.conflicts.extend(held)
+    return planned
 
 
-def _valid_links(run: SyncRun, links: Iterable[Link]) -> Iterator[Link]:
+def _valid_links(run: SyncRun, links: Iterable[Link], held: list[Conflict] | None = None) -> Iterator[Link]:
     """The links, counted as candidates and kept in ``run.links``; a link that cannot be diffed
-    (an unknown status or no start: :class:`sync.links.InvalidLink`) is a reported failure, skipped."""
+    (an unknown status or no start: :class:`sync.links.InvalidLink`) is a reported failure, skipped;
+    a link held by its booking's status (``PENDING_PAYMENT``: :class:`sync.engine.OnHold`) goes to
+    ``held`` as a deferred conflict with the reason (not a failure), skipped."""
     iterator = iter(links)
     while True:
         try:
             link = next(iterator)
         except StopIteration:
             return
+        except OnHold as exc:
+            run.summary.candidates += 1
+            if held is not None:
+                held.append(exc.conflict())
+            continue
         except ValueError as exc:
             run.summary.add_failure(invalid_record(getattr(exc, "booking_id", None), getattr(exc, "crm_id", None), str(exc)))
             continue
@@ -410,15 +486,17 @@ async def recheck_applied(run: SyncRun, planned: Plan) -> None:
     stale = sorted({a.booking_id for a in planned.actions if a.key in already})
     get_run_logger().warning("%s planned changes were applied before; re-reading those %s links before sending anything", len(already), len(stale))
     crm_rows = await _read_crm(run, ids=sorted({run.links[b].crm_id for b in stale}))
-    rows, _, later = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
+    rows, _, later, rejected = await get_bookings(run.cfg.oauth_block, stale, run.cfg.bookings_concurrency, run.cfg.bookings_calls_per_second)
     run.calls["bookings_read"] += len(stale) - len(later)
     upsert_bookings(run.engine, rows, utc_now())
+    report_rejected(run, rejected)
     crm_read = {r["id"] for r in crm_rows}
     unread = sorted(set(later) | {b for b in stale if run.links[b].crm_id not in crm_read})
     if unread:
         add_pending_reads(run.engine, unread, "re-check before a resend; Bookings or CRM budget spent", run.now)
         run.summary.waiting.append(f"{len(unread)} changes applied before could not be re-read to check them (API budget): not sent; re-checked by a later run")
-    fresh = _plan(run, [b for b in stale if b not in set(unread)])
+    unreadable = {r.booking_id for r in rejected}  # cannot tell whether it shows the change: not sent
+    fresh = _plan(run, [b for b in stale if b not in set(unread) | unreadable])
     planned.actions = [a for a in planned.actions if a.booking_id not in set(stale)] + fresh.actions
     write_agreed(run.engine, fresh.agreed, run.now)
 
@@ -466,7 +544,10 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
             _emit_applied(action, run.summary.run_id, run.config_block)
         else:
             run.summary.add_failure({**entry, "code": outcome.code, "message": outcome.message})
-            log.append((action, "failed", outcome.code, outcome.message))
+            # a Bookings refusal (or CRM's DEPENDENT_FIELD_UNCHANGED) that a re-read did not show as done
+            # (tasks.sync._unless_done, tasks.sync._crm_unless_done) is "refused":
+            # not sent again from the same base (hold_refused); other failures are retried next run
+            log.append((action, "refused" if outcome.maybe_done else "failed", outcome.code, outcome.message))
     write_base(run.engine, bases)
     log_actions(run.engine, run.summary.run_id, log)
 

@@ -26,8 +26,18 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
 * ``PATCH /__sandbox/crm/{module}/{id}``: edit a CRM record as a user in the UI
   would (same rules as the API, ``Modified_By`` is the UI user, notifications fire).
   Answers ``{"data": [per-record result]}``.
-* ``PATCH /__sandbox/bookings/{booking_id}`` ``{"start_time"?, "staff_id"?, "action"?}``
+* ``PATCH /__sandbox/crm/{module}/{id}/raw`` ``{"set": {field: value}}``: a test aid
+  that stores values on a CRM record as given, unchecked (an ``Appointment_Start_Time``
+  of ``not-a-date``), stamped as a UI edit and notified; not counted as a write
+  (:func:`raw_crm`).
+* ``PATCH /__sandbox/bookings/{booking_id}`` ``{"start_time"?, "staff_id"?, "action"?, "status"?}``
   (``#`` URL-encoded as ``%23``): edit a booking as its owner would; the webhook fires.
+  ``status`` is what a payment provider does: ``PENDING_PAYMENT``, ``PAYMENT_FAILURE``
+  or ``UPCOMING`` (paid).
+* ``PATCH /__sandbox/bookings/{booking_id}/raw`` ``{"set"?: {field: value}, "remove"?: [field]}``,
+  ``DELETE`` to undo: a test aid that changes how the Bookings API shows one booking
+  (e.g. ``time_zone`` ``Mars/Olympus_Mons``, a ``start_time`` that is a number, no
+  ``status``), to check that the client survives what it cannot read. No webhook.
 * ``GET``/``PUT /__sandbox/clock``: the sandbox's now (ISO 8601 UTC) and offset
   from real time; ``PUT`` ``{"now": "<ISO 8601>"}``, ``{"advance_seconds": N}`` or
   ``{"real": true}`` (see :mod:`sandbox.clock` for what follows it). A reset goes
@@ -73,6 +83,8 @@ from .config import FRACTION_SETTINGS, OPTIONAL_INT_SETTINGS
 from .crm_records import apply_updates
 from .crm_request import check_module
 from .crm_status import auto_completes, view
+from .schema import FIELD_INDEX
+from .watch import notify
 from .errors import BookingsError, CrmError
 from .limits import BOOKINGS_PLANS, CRM_EDITIONS
 from .seed import UI_USER
@@ -233,6 +245,15 @@ def _check_settings(state: SandboxState, changes: dict[str, Any]) -> None:
             raise ValueError(f"crm_edition should be one of {', '.join(CRM_EDITIONS)}")
         if not 400 <= trial.bookings_limit_status <= 599:
             raise ValueError("bookings_limit_status should be an HTTP error status (400..599)")
+        if trial.bookings_failure_shape not in bk.FAILURE_SHAPES:
+            raise ValueError(f"bookings_failure_shape should be one of {', '.join(bk.FAILURE_SHAPES)}")
+        if trial.bookings_max_per_page < 1:
+            raise ValueError("bookings_max_per_page should be at least 1")
+        for spec in [trial.working_hours, *trial.staff_working_hours.values()]:
+            if spec:
+                bk.parse_hours(spec)
+        if trial.working_hours_time_zone:
+            ZoneInfo(trial.working_hours_time_zone)
     except (TypeError, ValueError, KeyError, ZoneInfoNotFoundError) as exc:
         raise CrmError("INVALID_DATA", 400, f"bad setting value: {exc}") from None
 
@@ -246,6 +267,44 @@ async def edit_crm(module: str, record_id: str, request: Request) -> JSONRespons
     return JSONResponse({"data": results}, status_code=status)
 
 
+#: Fields the raw test aid may not set: the record's identity and the times paging sorts on.
+RAW_LOCKED = ("id", "Created_Time", "Modified_Time")
+
+
+@router.patch("/crm/{module}/{record_id}/raw")
+async def raw_crm(module: str, record_id: str, request: Request) -> JSONResponse:
+    """Test aid: ``{"set": {field: value}}`` stores values on a CRM record as given, unchecked.
+
+    Zoho never stores a bad value; this lets tests check that the client survives one
+    it cannot read (an ``Appointment_Start_Time`` of ``not-a-date``, without an offset,
+    in month 13). The write is stamped as a UI edit (``Modified_Time`` now,
+    ``Modified_By`` the UI user) and watching channels are notified, as the edit that
+    put the value there would be; it is not counted in ``writes``. A later edit (this
+    aid, ``PATCH /__sandbox/crm/...`` or the API) replaces the value; the sandbox's
+    rules treat a date-time they cannot read as unknown. Only fields of the module,
+    and not ``id``, ``Created_Time`` or ``Modified_Time``: else 400 ``INVALID_DATA``.
+    Answers ``{"data": [the record as stored]}``.
+    """
+    check_module(module)
+    state = _state(request)
+    body = await _body(request)
+    values = body.get("set")
+    if not isinstance(values, dict) or not values:
+        raise CrmError("INVALID_DATA", 400, 'give {"set": {field: value, ...}}')
+    bad = [k for k in values if k not in FIELD_INDEX[module] or k in RAW_LOCKED]
+    if bad:
+        raise CrmError("INVALID_DATA", 400, f"cannot set {', '.join(map(str, bad))}: not a field of {module}, or one the aid may not set", {"names": bad})
+    store = state.module_store(module)
+    rec = store.get(record_id)
+    if rec is None:
+        raise CrmError("INVALID_DATA", 400, "the id given seems to be invalid", {"id": record_id})
+    rec = {**rec, **values, "Modified_Time": clock.to_crm(clock.now(), state.config.org_time_zone), "Modified_By": dict(UI_USER)}
+    store[record_id] = rec
+    state.save_records(module, {record_id: rec})
+    notify(state, request, module, "update", {record_id: sorted(values)})
+    return JSONResponse({"data": [rec]})
+
+
 @router.patch("/bookings/{booking_id}")
 async def edit_booking(booking_id: str, request: Request) -> JSONResponse:
     """Reschedule and/or act on a booking as its owner would; the webhook fires."""
@@ -254,9 +313,12 @@ async def edit_booking(booking_id: str, request: Request) -> JSONResponse:
     booking = state.bookings.get(booking_id)
     if booking is None:
         raise BookingsError(f"Invalid booking_id {booking_id}", 404)
-    if not any(body.get(k) for k in ("start_time", "staff_id", "action")):
-        raise BookingsError("Give start_time, staff_id or action", 400)
+    if not any(body.get(k) for k in ("start_time", "staff_id", "action", "status")):
+        raise BookingsError("Give start_time, staff_id, action or status", 400)
     events = []
+    if body.get("status"):
+        booking, event = bk.set_payment_status(booking, body["status"])
+        events.append(event)
     if body.get("start_time") or body.get("staff_id"):
         booking = bk.reschedule(state, booking, body)
         events.append("appointment_rescheduled")
@@ -266,6 +328,33 @@ async def edit_booking(booking_id: str, request: Request) -> JSONResponse:
     bk.save(state, booking)
     for event in events:
         bk.webhook(state, request, booking, event, "ui")
+    return bk.ok(bk.view(booking, api_domain(request), clock.now()))
+
+
+@router.patch("/bookings/{booking_id}/raw")
+async def corrupt_booking(booking_id: str, request: Request) -> JSONResponse:
+    """Test aid: ``{"set": {field: value}, "remove": [field]}`` changes how the API shows a booking
+    (:func:`sandbox.bookings.set_raw`); no webhook, not counted as a write."""
+    state = _state(request)
+    booking = state.bookings.get(booking_id)
+    if booking is None:
+        raise BookingsError(f"Invalid booking_id {booking_id}", 404)
+    booking = bk.set_raw(booking, await _body(request))
+    state.bookings[booking_id] = booking
+    state.save_records("bookings", {booking_id: booking})
+    return bk.ok(bk.view(booking, api_domain(request), clock.now()))
+
+
+@router.delete("/bookings/{booking_id}/raw")
+async def repair_booking(booking_id: str, request: Request) -> JSONResponse:
+    """Drop a booking's raw overrides: the API shows its real fields again."""
+    state = _state(request)
+    booking = state.bookings.get(booking_id)
+    if booking is None:
+        raise BookingsError(f"Invalid booking_id {booking_id}", 404)
+    booking = {k: v for k, v in booking.items() if k != "raw"}
+    state.bookings[booking_id] = booking
+    state.save_records("bookings", {booking_id: booking})
     return bk.ok(bk.view(booking, api_domain(request), clock.now()))
 
 

@@ -4,24 +4,30 @@ Follows Zoho's Bulk Read documents (seed 001 and the notes in
 ``shared/zoho-api-notes.md``):
 
 * ``POST /crm/bulk/{version}/read`` (``Content-Type: application/json``, any case,
-  parameters allowed; anything else answers 415) answers 201 with the job in state
-  ``ADDED``. ``query.module`` (``{"api_name": ...}`` or a plain string), ``fields``
-  (empty: all), ``criteria`` (a condition or a nested ``group_operator``/``group``),
-  ``page`` or ``page_token``, ``cvid`` (accepted, ignored), ``file_type`` ``csv``
-  or ``ics`` (``Events`` only, no ``fields``), ``callback {url, method: post}``.
-  Malformed JSON, a bad ``page``/``page_token``/``file_type``/``callback`` answer
-  400 ``INVALID_DATA``; no ``query`` or no module 400 ``MANDATORY_NOT_FOUND``. The
-  token needs ``ZohoCRM.bulk.read`` and, for a known module,
-  ``ZohoCRM.modules.{module}.READ`` (else 401 ``OAUTH_SCOPE_MISMATCH``).
+  parameters allowed; anything else answers 415 ``MEDIA_TYPE_NOT_SUPPORTED``) answers
+  201 with the job in state ``ADDED``. ``query.module`` (``{"api_name": ...}`` or a
+  plain string), ``fields`` (empty: all), ``criteria`` (a condition or a nested
+  ``group_operator``/``group``), ``page`` or ``page_token``, ``cvid`` (accepted,
+  ignored), ``file_type`` ``csv`` or ``ics`` (``Events`` only, no ``fields``),
+  ``callback {url, method: post}``. A query the job could not run is refused when the
+  job is created, with 400 and the codes of crm-oas v8.0 ``bulk_read.json``: a
+  module the sandbox does not serve ``MODULE_NOT_SUPPORTED``, a field the module
+  does not have ``FIELD_NOT_SUPPORTED`` (``details {api_name, module}``), criteria
+  that break the rules ``INVALID_CRITERIA`` (unknown field, comparator not allowed
+  for the field's data type (``details`` list the ``supported`` ones), a value of
+  the wrong type, ``between`` without exactly two values, an empty ``group``) or
+  ``GROUP_OPERATOR_NOT_SUPPORTED``, a bad callback ``INVALID_CALLBACK_URL`` /
+  ``INVALID_CALLBACK_METHOD``. Malformed JSON, a bad
+  ``page``/``page_token``/``file_type`` answer 400 ``INVALID_DATA`` (no code of the
+  OAS fits); no ``query`` or no module 400 ``MANDATORY_NOT_FOUND``. The token needs
+  ``ZohoCRM.bulk.read`` and ``ZohoCRM.modules.{module}.READ`` (else 401
+  ``OAUTH_SCOPE_MISMATCH``).
 * The job moves ``ADDED`` -> ``QUEUED`` -> ``IN PROGRESS`` -> ``COMPLETED`` (or
   ``FAILURE``) over ``bulk_delay`` seconds (a third each; a job still being built
-  after that stays ``IN PROGRESS``). An unknown module (``INVALID_MODULE``), an
-  unknown field in ``fields`` or a criterion that breaks the rules
-  (``INVALID_DATA``: unknown field, comparator not allowed for the field's data
-  type, a value of the wrong type, ``between`` without exactly two values, a bad
-  ``group_operator`` or an empty ``group``) fails the job with ``result.error_message
-  {status, code, message, details}``; so does a fault of the sandbox itself
-  (``INTERNAL_ERROR``): a job always ends.
+  after that stays ``IN PROGRESS``). A fault of the sandbox itself fails the job
+  with ``result.error_message {status, code: INTERNAL_ERROR, message, details}``:
+  a job always ends. So does the fraction ``bulk_job_failure_rate`` (config, 0 by
+  default: fault injection, nothing like it is documented) of jobs.
 * ``GET /crm/bulk/{version}/read/{job_id}`` answers ``{"data": [job]}``; on completion
   ``result {page, per_page, count, download_url, more_records, next_page_token}``
   (``download_url`` relative, in the version of the call). The callback URL
@@ -30,8 +36,10 @@ Follows Zoho's Bulk Read documents (seed 001 and the notes in
   (first column ``Id``, then the requested fields in order; lookups as their ids;
   date-times ISO 8601 as stored; ``Status`` as the records API shows it, e.g.
   ``Overdue``) or ``{job_id}.ics``, for ``bulk_result_ttl`` seconds (a day). Rows
-  are in ascending id order. An unknown job, or one not completed, failed or
-  expired, answers 400 ``INVALID_DATA``; more than
+  are in ascending id order. An unknown job id answers 404 ``RESOURCE_NOT_FOUND``
+  (``details {resource}``) for the status and 400 ``RESOURCE_NOT_FOUND`` for the
+  result (crm-oas v8.0); a job not completed, failed or expired answers 400
+  ``INVALID_DATA``; more than
   ``bulk_downloads_per_minute`` downloads in a rolling minute answer 429
   ``TOO_MANY_REQUESTS`` with ``Retry-After``.
 * One page holds ``bulk_page_size`` records (200,000; ICS 20,000); the next page
@@ -86,11 +94,18 @@ LOOKUPS = ("lookup", "ownerlookup")
 
 
 class CriteriaError(Exception):
-    """A criterion the job cannot evaluate; carries Zoho's error ``details``."""
+    """A criterion the job cannot evaluate; carries Zoho's error ``code`` and ``details``.
 
-    def __init__(self, message: str, **details: Any) -> None:
+    ``code`` is ``INVALID_CRITERIA``, or ``GROUP_OPERATOR_NOT_SUPPORTED`` for a bad
+    ``group_operator`` (codes of crm-oas v8.0 ``bulk_read.json``; which of its finer
+    codes Zoho gives for which fault is not documented, so the rest share
+    ``INVALID_CRITERIA``, with ``details`` naming the field and what is wrong).
+    """
+
+    def __init__(self, message: str, code: str = "INVALID_CRITERIA", **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
         self.details = details
 
 
@@ -151,9 +166,13 @@ def _reader(api_name: str, data_type: str, status_of: Callable | None) -> Callab
             raw = rec.get(api_name)
             if raw is None or raw == "":
                 return None
-            value = parsed.get(raw)
-            if value is None:
-                value = parsed[raw] = clock.parse_iso(raw).astimezone(clock.UTC)
+            if raw in parsed:
+                return parsed[raw]
+            try:
+                value = clock.parse_iso(raw).astimezone(clock.UTC)
+            except (ValueError, TypeError, OverflowError):  # a raw value set with the admin test aid: no instant
+                value = None
+            parsed[raw] = value
             return value
 
         return moment
@@ -197,7 +216,7 @@ def _compile(module: str, node: Any, status_of: Callable | None) -> Callable[[di
         op = node.get("group_operator")
         group = node.get("group")
         if not isinstance(op, str) or op.lower() not in ("and", "or"):
-            raise CriteriaError("invalid group_operator", group_operator=op)
+            raise CriteriaError("invalid group_operator", "GROUP_OPERATOR_NOT_SUPPORTED", group_operator=op, supported=["and", "or"])
         if not isinstance(group, list) or not group:
             raise CriteriaError("group should be a non-empty array", api_name="group")
         parts = [_compile(module, child, status_of) for child in group]
@@ -212,7 +231,10 @@ def _compile(module: str, node: Any, status_of: Callable | None) -> Callable[[di
     comparator = node.get("comparator")
     dtype = field.data_type
     if not isinstance(comparator, str) or comparator not in COMPARATORS.get(dtype, frozenset()):
-        raise CriteriaError("the comparator is not supported for the field's data type", api_name=api_name, comparator=comparator)
+        raise CriteriaError(
+            "the comparator is not supported for the field's data type", api_name=api_name, comparator=comparator,
+            supported=sorted(COMPARATORS.get(dtype, frozenset())),
+        )
     if "value" not in node:
         raise CriteriaError("value is missing in criteria", api_name=api_name)
     value = node["value"]
@@ -341,7 +363,10 @@ def _ics_text(value: str) -> str:
 
 
 def _ics_time(value: str) -> str:
-    return clock.parse_iso(value).astimezone(clock.UTC).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        return clock.parse_iso(value).astimezone(clock.UTC).strftime("%Y%m%dT%H%M%SZ")
+    except (ValueError, TypeError, OverflowError):  # a raw value set with the admin test aid: written as it is
+        return _ics_text(str(value))
 
 
 def _fold(line: str) -> str:
@@ -398,6 +423,24 @@ def _read_page_token(token: Any) -> tuple[int, int, str]:
         return offset, page, module
     except (ValueError, KeyError, TypeError):
         raise CrmError("INVALID_DATA", 400, "invalid page_token", {"api_name": "page_token"}) from None
+
+
+def check_query(module: str, query: dict[str, Any], auto_complete: bool = False) -> None:
+    """Refuse, when the job is created, a query the job could not run (crm-oas v8.0 ``bulk_read.json``, 400):
+    ``fields`` not an array of strings (``INVALID_DATA``), a field the module does not have
+    (``FIELD_NOT_SUPPORTED``, ``details {api_name, module}``), criteria that break the rules
+    (``INVALID_CRITERIA`` / ``GROUP_OPERATOR_NOT_SUPPORTED``, see :class:`CriteriaError`)."""
+    fields = query.get("fields") or []
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise CrmError("INVALID_DATA", 400, "fields should be an array of field API names", {"api_name": "fields"})
+    unknown = [f for f in fields if f not in FIELD_INDEX[module]]
+    if unknown:
+        raise CrmError("FIELD_NOT_SUPPORTED", 400, f"the field {unknown[0]} is not supported in {module}", {"api_name": unknown[0], "module": module})
+    if query.get("criteria"):
+        try:
+            compile_criteria(module, query["criteria"], clock.now(), auto_complete)
+        except CriteriaError as exc:
+            raise CrmError(exc.code, 400, exc.message, exc.details) from None
 
 
 def _fail(job: BulkJob, message: str, details: dict[str, Any], code: str = "INVALID_DATA") -> None:
@@ -493,12 +536,15 @@ async def run_job(app: Any, job: BulkJob, version: str) -> None:
     await asyncio.sleep(state.config.bulk_delay)
     store = state.module_store(job.module) if job.module in MODULES else {}
     snapshot = list(store.values())
-    try:
-        await asyncio.to_thread(process, job, snapshot, state.config.bulk_page_size, auto_completes(state))
-    except Exception:  # noqa: BLE001 - any fault of ours must still end the job
-        log.exception("bulk read job %s failed", job.id)
-        job.result = job.zip_bytes = None
-        _fail(job, "Internal Server Error", {}, "INTERNAL_ERROR")
+    if state.config.bulk_job_failure_rate and state.rng.random() < state.config.bulk_job_failure_rate:
+        _fail(job, "Internal Server Error", {}, "INTERNAL_ERROR")  # fault injection (config bulk_job_failure_rate)
+    else:
+        try:
+            await asyncio.to_thread(process, job, snapshot, state.config.bulk_page_size, auto_completes(state))
+        except Exception:  # noqa: BLE001 - any fault of ours must still end the job
+            log.exception("bulk read job %s failed", job.id)
+            job.result = job.zip_bytes = None
+            _fail(job, "Internal Server Error", {}, "INTERNAL_ERROR")
     job.finished_at = time.time()
     if job.callback and job.callback.get("url"):
         body = {"data": [job_json(job, version, time.time(), state.config.bulk_delay, True)]}
@@ -514,7 +560,7 @@ async def create_job(version: str, request: Request) -> JSONResponse:
     check_version(version)
     info = require_crm(request, "ZohoCRM.bulk.read")
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise CrmError("INVALID_DATA", 415, "Unsupported Media Type: send application/json", {"expected_content_type": "application/json"})
+        raise CrmError("MEDIA_TYPE_NOT_SUPPORTED", 415, "Unsupported Media Type: send application/json", {"expected_content_type": "application/json"})
     state: SandboxState = request.app.state.sandbox
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("query"), dict):
@@ -524,8 +570,9 @@ async def create_job(version: str, request: Request) -> JSONResponse:
     module = module.get("api_name") if isinstance(module, dict) else module
     if not module or not isinstance(module, str):
         raise CrmError("MANDATORY_NOT_FOUND", 400, details={"api_name": "module"})
-    if module in MODULES:
-        require_crm(request, f"ZohoCRM.modules.{module}.READ")
+    if module not in MODULES:
+        raise CrmError("MODULE_NOT_SUPPORTED", 400, "the module is not supported for Bulk Read", {"api_name": "module", "module": module})
+    require_crm(request, f"ZohoCRM.modules.{module}.READ")
     file_type = body.get("file_type", "csv")
     if file_type not in ("csv", "ics"):
         raise CrmError("INVALID_DATA", 400, "file_type should be csv or ics", {"api_name": "file_type"})
@@ -534,9 +581,9 @@ async def create_job(version: str, request: Request) -> JSONResponse:
     callback = body.get("callback")
     if callback is not None:
         if not isinstance(callback, dict) or not str(callback.get("url", "")).startswith(("http://", "https://")):
-            raise CrmError("INVALID_DATA", 400, "invalid callback url", {"api_name": "url"})
+            raise CrmError("INVALID_CALLBACK_URL", 400, "invalid callback url", {"api_name": "url"})
         if str(callback.get("method", "post")).lower() != "post":
-            raise CrmError("INVALID_DATA", 400, "callback method should be post", {"api_name": "method"})
+            raise CrmError("INVALID_CALLBACK_METHOD", 400, "callback method should be post", {"api_name": "method"})
     page = query.get("page", 1)
     if not isinstance(page, int) or isinstance(page, bool) or page < 1:
         raise CrmError("INVALID_DATA", 400, "invalid page", {"api_name": "page"})
@@ -545,6 +592,7 @@ async def create_job(version: str, request: Request) -> JSONResponse:
         offset, page, token_module = _read_page_token(query["page_token"])
         if token_module != module:
             raise CrmError("INVALID_DATA", 400, "the page_token belongs to another module", {"api_name": "page_token"})
+    check_query(module, query, auto_completes(state))
     query["module"] = module
     job = BulkJob(
         id=state.new_job_id(),
@@ -592,10 +640,12 @@ def _drop_expired_results(state: SandboxState) -> None:
             job.zip_bytes = None
 
 
-def _job(request: Request, job_id: str) -> BulkJob:
+def _job(request: Request, job_id: str, status_code: int) -> BulkJob:
+    """The job ``job_id``; ``RESOURCE_NOT_FOUND`` (``details {resource}``) with ``status_code``
+    when there is none (crm-oas v8.0: 404 for the status, 400 for the result)."""
     job = request.app.state.sandbox.jobs.get(job_id)
     if job is None:
-        raise CrmError("INVALID_DATA", 400, "the job id given seems to be invalid", {"api_name": "job_id"})
+        raise CrmError("RESOURCE_NOT_FOUND", status_code, "the requested resource was not found", {"resource": job_id})
     return job
 
 
@@ -604,7 +654,7 @@ async def job_status(version: str, job_id: str, request: Request) -> JSONRespons
     """The job's state (and result once it has ended)."""
     check_version(version)
     require_crm(request, "ZohoCRM.bulk.read")
-    job = _job(request, job_id)
+    job = _job(request, job_id, 404)
     state: SandboxState = request.app.state.sandbox
     done = job.finished_at is not None
     return JSONResponse({"data": [job_json(job, version, time.time(), state.config.bulk_delay, done)]})
@@ -616,7 +666,7 @@ async def job_result(version: str, job_id: str, request: Request) -> Response:
     check_version(version)
     require_crm(request, "ZohoCRM.bulk.read")
     state: SandboxState = request.app.state.sandbox
-    job = _job(request, job_id)
+    job = _job(request, job_id, 400)
     if job.finished_at is None:
         raise CrmError("INVALID_DATA", 400, "the job has not completed", {"api_name": "job_id", "state": "not completed"})
     if job.error:

@@ -74,6 +74,18 @@ def _seed(text: str) -> int:
     return value
 
 
+def _hours(text: str) -> str:
+    """An argparse type: working hours (``sandbox.bookings.parse_hours``), or empty."""
+    if text:
+        from .bookings import parse_hours
+
+        try:
+            parse_hours(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sandbox`` options."""
     d = SandboxConfig()
@@ -91,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bookings-webhook-url", default="", help="where booking changes are POSTed")
     p.add_argument("--public-url", default="", help="base URL to return as api_domain")
     p.add_argument("--limits-enforced", action="store_true", help="enforce Zoho's API limits (default: count only)")
+    p.add_argument("--refuse-earlier-reschedules", action="store_true",
+                   help="refuse moving an appointment earlier (DEPENDENT_FIELD_UNCHANGED), as seeds 002/004 read (default: accept)")
     p.add_argument("--bookings-plan", default=d.bookings_plan, choices=sorted(BOOKINGS_PLANS), help="Bookings plan: calls a day (default %(default)s)")
     p.add_argument("--crm-edition", default=d.crm_edition, choices=CRM_EDITIONS, help="CRM edition: credits and concurrency (default %(default)s)")
     p.add_argument("--crm-users", type=int, default=d.crm_users, help="CRM user licences (default %(default)s)")
@@ -101,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fault injection for benchmarks: fraction 0..1 of CRM notifications lost on the way (default %(default)s)")
     p.add_argument("--drop-seed", type=_seed, default=d.drop_seed, metavar="N",
                    help="seed of the drop draws, for reproducible runs (default: 0)")
+    p.add_argument("--bookings-failure-shape", default=d.bookings_failure_shape, choices=("outer", "returnvalue"),
+                   help="shape of a Bookings failure: outer status failure, or a failure inside returnvalue (Zoho shows both; default %(default)s)")
+    p.add_argument("--working-hours", type=_hours, default=d.working_hours, metavar="SPEC",
+                   help='staff working hours a reschedule must fit, e.g. "Mon-Fri 09:00-17:00" (default: any time)')
+    p.add_argument("--refuse-overlaps", action="store_true", help="refuse a reschedule over another booking of the same staff member")
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -118,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         bookings_webhook_url=args.bookings_webhook_url,
         public_url=args.public_url,
         limits_enforced=args.limits_enforced,
+        refuse_earlier_reschedules=args.refuse_earlier_reschedules,
         bookings_plan=args.bookings_plan,
         crm_edition=args.crm_edition,
         crm_users=args.crm_users,
@@ -125,6 +145,9 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         drop_bookings_webhooks=args.drop_bookings_webhooks,
         drop_crm_notifications=args.drop_crm_notifications,
         drop_seed=args.drop_seed,
+        bookings_failure_shape=args.bookings_failure_shape,
+        working_hours=args.working_hours,
+        refuse_overlaps=args.refuse_overlaps,
     )
 
 

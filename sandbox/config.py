@@ -32,7 +32,7 @@ from typing import Any
 SEED_TIME_ZONES = ("America/New_York", "Europe/London", "Australia/Sydney", "Asia/Kolkata")
 
 #: Settings that are a fraction (a probability) from 0 to 1.
-FRACTION_SETTINGS = ("drop_bookings_webhooks", "drop_crm_notifications")
+FRACTION_SETTINGS = ("drop_bookings_webhooks", "drop_crm_notifications", "bulk_job_failure_rate")
 #: Integer settings that may also be ``None`` (JSON ``null``).
 OPTIONAL_INT_SETTINGS = ("drop_seed",)
 #: Seed of the drop draws when ``drop_seed`` is ``None``.
@@ -76,6 +76,12 @@ class SandboxConfig:
     bulk_downloads_per_minute: int = 10
     #: Seconds a completed job's result stays downloadable.
     bulk_result_ttl: int = 86_400
+    #: Fault injection (Zoho documents no such setting; a real job may end in
+    #: ``FAILURE`` now and then): the fraction (0..1) of Bulk Read jobs that end in
+    #: ``FAILURE`` with ``INTERNAL_ERROR`` instead of completing, drawn from the
+    #: sandbox's seeded generator. Queries Zoho would refuse never make a job: they
+    #: are refused when it is created.
+    bulk_job_failure_rate: float = 0.0
     #: Zoho's "Ask the user to mark the Appointment as completed" preference:
     #: when false, ``Status: Completed`` through the API answers ``NOT_ALLOWED``
     #: and appointments that have ended show as ``Completed`` on their own.
@@ -83,10 +89,42 @@ class SandboxConfig:
     #: Appointment preference "job sheet mandatory": completing without
     #: ``Job_Sheet_Name`` answers ``MANDATORY_NOT_FOUND``.
     job_sheet_mandatory: bool = False
+    #: Refuse moving an appointment earlier, as "Update Appointments" (seeds 002/004)
+    #: reads: "The new appointment time has to be greater than the existing
+    #: Appointment_Start_Time" (under ``DEPENDENT_FIELD_UNCHANGED``) and "The
+    #: Rescheduled_From time should be lesser than the new appointment time".
+    #: Whether Zoho refuses every earlier move is not documented: off by default
+    #: (earlier moves are accepted); on, one answers ``DEPENDENT_FIELD_UNCHANGED``.
+    refuse_earlier_reschedules: bool = False
     #: Where every booking change is POSTed (empty: nowhere).
     bookings_webhook_url: str = ""
     #: Extra headers sent with each Bookings webhook (e.g. a shared secret).
     bookings_webhook_headers: dict[str, str] = field(default_factory=dict)
+    #: Shape of a Bookings business failure (HTTP 200). Zoho shows two and public
+    #: clients check both (Pipedream's ``components/zoho_bookings`` reschedule action,
+    #: the Activepieces Zoho Bookings piece): ``"outer"`` (default)
+    #: ``{"response": {"returnvalue": {"message": ...}, "status": "failure"}}`` and
+    #: ``"returnvalue"`` ``{"response": {"returnvalue": {"status": "failure", "message": ...},
+    #: "status": "success"}}``. 401s and the daily limit keep the outer shape.
+    bookings_failure_shape: str = "outer"
+    #: ``fetchappointment``: most bookings a page may hold (Zoho documents no paging;
+    #: 100 assumed; a public client caps ``per_page`` at 50). The default page is 50.
+    bookings_max_per_page: int = 100
+    #: ``fetchappointment``: answer an empty page with HTTP 204 and no body (what a
+    #: public client expects; undocumented) instead of ``{"response": [], "next_page_available": false}``.
+    bookings_empty_page_204: bool = False
+    #: Staff availability, checked on a reschedule (Zoho documents no rule; inferred
+    #: from public clients, which all check a reschedule's answer for a failure).
+    #: Working hours of every staff member: ``""`` (default: any time),
+    #: ``"09:00-17:00"`` or ``"Mon-Fri 09:00-17:00"`` (days ``Mon-Fri`` or ``Mon,Wed``;
+    #: ``24:00`` ends the day). The whole appointment must lie inside them.
+    working_hours: str = ""
+    #: Working hours per staff id (same format), overriding ``working_hours``.
+    staff_working_hours: dict[str, str] = field(default_factory=dict)
+    #: Time zone working hours are read in (``""``: the booking's own ``time_zone``).
+    working_hours_time_zone: str = ""
+    #: Refuse a reschedule that overlaps another active booking of the same staff member.
+    refuse_overlaps: bool = False
     #: Let notifications, webhooks and callbacks go to non-loopback hosts.
     #: Off by default: the sandbox never sends traffic off this machine.
     allow_remote_callbacks: bool = False

@@ -19,7 +19,15 @@
   ``Modified_Time`` and ``Modified_By`` move on every write, and watching channels
   are notified (:mod:`sandbox.watch`). Other methods on a module are
   ``INVALID_REQUEST_METHOD``; a body that is not JSON is ``INVALID_DATA``.
-* ``GET /crm/{version}/settings/fields?module=...``.
+* ``GET /crm/{version}/settings/fields?module=...`` (scope ``ZohoCRM.settings.fields.READ``)
+  for the modules with records and for the modules their lookups point to
+  (``Contacts``, ``Services__s``, ``Users``: metadata only, see
+  :data:`sandbox.schema.METADATA_ONLY`); ``type`` (``all``/``used``/``unused``) is
+  accepted, every field being ``used``. ``GET /crm/{version}/settings/modules``
+  (``{"modules": [...]}``, crm-oas v8.0 ``getModules``; ``status`` filter, a value
+  outside ``visible``, ``user_hidden``, ``system_hidden``, ``scheduled_for_deletion``
+  is ``INVALID_DATA`` naming its ``index``) and ``GET .../settings/modules/{api_name}``
+  (one module; unknown: ``INVALID_MODULE``), scope ``ZohoCRM.settings.modules.READ``.
 
 The notification channels ``/crm/{version}/actions/watch`` are in :mod:`sandbox.watch`.
 """
@@ -39,7 +47,7 @@ from .crm_request import check_module, check_version, json_body
 from .crm_status import auto_completes, view
 from .errors import CrmError
 from .page_tokens import SORT_FIELDS, decode_token, encode_token
-from .schema import FIELD_INDEX, field_metadata
+from .schema import DESCRIBED, FIELD_INDEX, MODULE_STATUSES, field_metadata, module_metadata
 from .seed import API_USER
 from .state import SandboxState
 
@@ -57,8 +65,41 @@ async def fields_metadata(version: str, request: Request) -> JSONResponse:
     module = request.query_params.get("module")
     if not module:
         raise CrmError("REQUIRED_PARAM_MISSING", 400, details={"param_name": "module"})
-    check_module(module)
+    if module not in DESCRIBED:
+        raise CrmError("INVALID_MODULE", 400, details={"param_name": "module"})
+    kind = request.query_params.get("type", "all")
+    if kind not in ("all", "used", "unused"):
+        raise CrmError("INVALID_DATA", 400, "invalid type", {"param_name": "type", "supported_values": ["all", "used", "unused"]})
+    if kind == "unused":
+        return Response(status_code=204)
     return JSONResponse({"fields": field_metadata(module)})
+
+@router.get("/crm/{version}/settings/modules")
+async def modules_metadata(version: str, request: Request) -> Response:
+    """The modules of the org (crm-oas v8.0 ``getModules``); 204 when the ``status`` filter leaves none."""
+    check_version(version)
+    require_crm(request, "ZohoCRM.settings.modules.READ")
+    wanted = request.query_params.get("status")
+    statuses = wanted.split(",") if wanted is not None else list(MODULE_STATUSES)
+    for i, value in enumerate(statuses):
+        if value not in MODULE_STATUSES:
+            raise CrmError(
+                "INVALID_DATA", 400, "The status given is invalid.",
+                {"index": i, "supported_values": list(MODULE_STATUSES), "param_name": "status"},
+            )
+    shown = [module_metadata(m) for m in DESCRIBED if module_metadata(m)["status"] in statuses]
+    if not shown:
+        return Response(status_code=204)
+    return JSONResponse({"modules": shown})
+
+@router.get("/crm/{version}/settings/modules/{module}")
+async def module_by_name(version: str, module: str, request: Request) -> JSONResponse:
+    """One module by API name (crm-oas v8.0 ``getModuleByApiName``)."""
+    check_version(version)
+    require_crm(request, "ZohoCRM.settings.modules.READ")
+    if module not in DESCRIBED:
+        raise CrmError("INVALID_MODULE", 400, details={"resource_path_index": 2})
+    return JSONResponse({"modules": [module_metadata(module)]})
 
 def _fields_param(request: Request, module: str) -> list[str]:
     """The ``fields`` query parameter as a list; an unknown field is ``INVALID_DATA``."""

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import Request
 
 from . import clock
-from .crm_status import auto_completes, effective_status
+from .crm_status import auto_completes, effective_status, stored_instant
 from .errors import record_error
 from .schema import APPOINTMENT_STATUSES, FIELD_INDEX
 from .state import SandboxState
@@ -93,12 +93,18 @@ def update_appointment(
     to mark completion (``NOT_ALLOWED``), ``Completed``/``Overdue`` before the end
     (``DEPENDENT_MISMATCH``), and the job-sheet preference (``MANDATORY_NOT_FOUND``).
     ``Rescheduled_From`` must be earlier than the new start (``INVALID_DATA``: the
-    code is not documented). The status rules see the status as the API shows it,
+    code is not documented). With ``refuse_earlier_reschedules`` (config; off by
+    default) a new start before the existing one answers ``DEPENDENT_FIELD_UNCHANGED``
+    with the documents' words ("The new appointment time has to be greater than the
+    existing Appointment_Start_Time"). The status rules see the status as the API shows it,
     so with ``ask_to_mark_completed`` off an ended appointment counts as completed.
     A reschedule sets ``Appointment_End_Time`` (start + ``Duration``),
     ``Rescheduled_From`` (the old start unless given), ``Reschedule_Count`` + 1 and
     ``Reschedule_Reason`` (default ``By Customer``); a cancellation sets
     ``Cancelled_Time`` and ``Cancellation_Reason`` (default ``By Customer``).
+    A stored start or ``Duration`` that cannot be read (set with the admin test aid)
+    counts as unknown: no rule compares with it, and the stored times stay unless a
+    new start is given.
     """
     cfg = state.config
     now = clock.now()
@@ -121,7 +127,7 @@ def update_appointment(
         from_time, err = _parse_dt(changes["Rescheduled_From"], "Rescheduled_From")
         if err:
             return None, err
-    duration = rec["Duration"]
+    duration = rec.get("Duration") if isinstance(rec.get("Duration"), int) and not isinstance(rec.get("Duration"), bool) else None
     if "Duration" in changes:
         if not isinstance(changes["Duration"], int) or isinstance(changes["Duration"], bool) or changes["Duration"] <= 0:
             return None, record_error("INVALID_DATA", "invalid data", api_name="Duration", expected_data_type="integer")
@@ -150,18 +156,24 @@ def update_appointment(
             return None, record_error("DEPENDENT_FIELD_MISSING", "Status 'Cancelled' is mandatory to cancel", api_name="Status")
         if status != "Cancelled":
             return None, record_error("DEPENDENT_MISMATCH", "Only 'Cancelled' is valid to cancel", api_name="Status")
-    old_start = clock.parse_iso(rec["Appointment_Start_Time"])
+    old_start = stored_instant(rec, "Appointment_Start_Time")
     if new_start is not None and new_start == old_start:
         return None, record_error(
             "DEPENDENT_FIELD_UNCHANGED", "The new appointment time is the existing one", api_name="Appointment_Start_Time"
+        )
+    if cfg.refuse_earlier_reschedules and new_start is not None and old_start is not None and new_start < old_start:
+        return None, record_error(
+            "DEPENDENT_FIELD_UNCHANGED",
+            "The new appointment time has to be greater than the existing Appointment_Start_Time to reschedule the appointment",
+            api_name="Appointment_Start_Time",
         )
     if from_time is not None and new_start is not None and not from_time < new_start:
         return None, record_error(
             "INVALID_DATA", "Rescheduled_From should be lesser than the new appointment time", api_name="Rescheduled_From"
         )
     start = new_start or old_start
-    end = _add_minutes(start, duration)
-    if end is None:
+    end = _add_minutes(start, duration) if start is not None and duration is not None else stored_instant(rec, "Appointment_End_Time")
+    if end is None and start is not None and duration is not None:
         return None, record_error(
             "INVALID_DATA", "invalid data", api_name="Duration" if "Duration" in changes else "Appointment_Start_Time"
         )
@@ -169,7 +181,7 @@ def update_appointment(
         return None, record_error(
             "NOT_ALLOWED", "'Ask the user to mark the Appointment as completed' is not configured", api_name="Status"
         )
-    if status in ("Completed", "Overdue") and rec["Status"] != status and end > now:
+    if status in ("Completed", "Overdue") and rec["Status"] != status and end is not None and end > now:
         return None, record_error(
             "DEPENDENT_MISMATCH", f"The appointment can be marked '{status}' only after it ends", api_name="Status"
         )
@@ -180,11 +192,15 @@ def update_appointment(
     new = dict(rec)
     for key in APPOINTMENT_WRITABLE & changes.keys():
         new[key] = changes[key]
-    new["Duration"] = duration
-    new["Appointment_Start_Time"] = clock.to_crm(start, tz)
-    new["Appointment_End_Time"] = clock.to_crm(end, tz)
+    new["Duration"] = duration if duration is not None else rec.get("Duration")
+    if start is not None and end is not None and duration is not None:
+        new["Appointment_Start_Time"] = clock.to_crm(start, tz)
+        new["Appointment_End_Time"] = clock.to_crm(end, tz)
+    elif new_start is not None:
+        new["Appointment_Start_Time"] = clock.to_crm(new_start, tz)
     if new_start is not None:
-        new["Rescheduled_From"] = clock.to_crm(from_time or old_start, tz)
+        moved_from = from_time or old_start
+        new["Rescheduled_From"] = clock.to_crm(moved_from, tz) if moved_from is not None else None
         new["Reschedule_Count"] = int(rec.get("Reschedule_Count") or 0) + 1
         new["Reschedule_Reason"] = changes.get("Reschedule_Reason") or "By Customer"
     if status == "Overdue":
@@ -213,7 +229,8 @@ def update_event(
             new[key] = clock.to_crm(parsed, tz)
     if "Event_Title" in changes and not changes["Event_Title"]:
         return None, record_error("MANDATORY_NOT_FOUND", "required field not found", api_name="Event_Title")
-    if clock.parse_iso(new["End_DateTime"]) < clock.parse_iso(new["Start_DateTime"]):
+    start, end = stored_instant(new, "Start_DateTime"), stored_instant(new, "End_DateTime")
+    if start is not None and end is not None and end < start:
         return None, record_error("INVALID_DATA", "End_DateTime is earlier than Start_DateTime", api_name="End_DateTime")
     for key in EVENT_WRITABLE - {"Start_DateTime", "End_DateTime"}:
         if key in changes:

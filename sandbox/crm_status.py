@@ -23,13 +23,32 @@ def effective_status(rec: dict[str, Any], now: datetime, *, auto_complete: bool 
     With ``auto_complete`` (the org does *not* "ask the user to mark the appointment
     as completed", config ``ask_to_mark_completed=False``) a ``Scheduled`` appointment
     whose end has passed is ``Completed``, as "Update Appointments" says.
+    A start or end that is no ISO 8601 date-time (a value put there with the admin
+    test aid ``POST /__sandbox/crm/{module}/{id}/raw``) counts as unknown: the
+    ``Status`` is shown as stored.
     """
     status = rec["Status"]
-    if status == "Scheduled" and clock.parse_iso(rec["Appointment_Start_Time"]) < now:
-        if auto_complete and clock.parse_iso(rec["Appointment_End_Time"]) <= now:
+    if status != "Scheduled":
+        return status
+    start = stored_instant(rec, "Appointment_Start_Time")
+    if start is not None and start < now:
+        end = stored_instant(rec, "Appointment_End_Time")
+        if auto_complete and end is not None and end <= now:
             return "Completed"
         return "Overdue"
     return status
+
+
+def stored_instant(rec: dict[str, Any], name: str) -> datetime | None:
+    """The stored date-time ``rec[name]`` (aware), or None when it is missing or not ISO 8601 with an offset.
+
+    The API only ever stores valid date-times; this guards the rules against values
+    set with the admin test aid (``POST /__sandbox/crm/{module}/{id}/raw``).
+    """
+    try:
+        return clock.parse_iso(rec.get(name))
+    except (ValueError, TypeError):
+        return None
 
 def auto_completes(state: SandboxState) -> bool:
     """Whether ended appointments show as ``Completed`` (``ask_to_mark_completed`` is off)."""

@@ -32,6 +32,7 @@ DEFAULT_SCOPES = (
     "ZohoCRM.modules.ALL",
     "ZohoCRM.bulk.read",
     "ZohoCRM.settings.fields.READ",
+    "ZohoCRM.settings.modules.READ",
     "ZohoCRM.notifications.ALL",
     "zohobookings.data.CREATE",
 )

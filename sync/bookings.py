@@ -4,7 +4,9 @@ Pure: no Prefect, no HTTP, no database, nothing of :mod:`zoho` (the caller hands
 bookings already read: anything with the attributes of :class:`BookingLike`).
 Bookings speaks wall time: a booking's times are ``dd-MMM-yyyy HH:mm:ss`` in its own
 ``time_zone``; rows hold instants in UTC. Statuses stay Bookings' own words in rows;
-their canonical meaning is :data:`sync.engine.BOOKINGS_TO_CANON`.
+their canonical meaning is :data:`sync.engine.BOOKINGS_TO_CANON` (``PAYMENT_FAILURE`` is a
+cancellation); a ``PENDING_PAYMENT`` row is stored as read and holds its link
+(:data:`sync.engine.BOOKINGS_ON_HOLD`: nothing planned until it is paid or fails).
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ def record_job_status(engine: Engine, job_json: dict[str, Any]) -> BulkJob | Non
     """Update a job from Zoho's status JSON (``data[0]`` of the status call or the callback).
 
     Returns the stored job, or None when the job is not ours. A job already
-    ``COMPLETED`` and loaded is never moved back.
+    ``COMPLETED`` and loaded is never moved back. ``result.download_url`` is stored as
+    given (Zoho sends it relative to the API domain); whoever downloads it must send
+    the token to the API domain only (:func:`zoho.clients.own_url` refuses other hosts).
     """
     job_id = str(job_json.get("id", ""))
     with Session(engine) as s:

@@ -9,15 +9,25 @@ normalised to UTC before they are compared.
 CRM ``Status``                canonical           Bookings ``status``
 ============================  ==================  =====================================
 ``Scheduled``, ``Overdue``    ``scheduled``       ``UPCOMING``, ``ONGOING``, ``PENDING``
-``Cancelled``                 ``cancelled``       ``CANCEL``
+``Cancelled``                 ``cancelled``       ``CANCEL``, ``PAYMENT_FAILURE``
 ``Completed``                 ``completed``       ``COMPLETED``
 ``Cancelled`` (+ note)        ``no_show``         ``NO_SHOW``
+(none: the link is held)      (none)              ``PENDING_PAYMENT``
 ============================  ==================  =====================================
 
 CRM has no no-show: a Bookings no-show is written to CRM as ``Cancelled`` with
 ``Cancellation_Note`` "No-show (Zoho Bookings)", and CRM ``Cancelled`` agrees with
 Bookings ``NO_SHOW``. ``Overdue`` is CRM's own label for a past ``Scheduled``
 appointment, not a change.
+
+The payment statuses (Bookings fetch-appointment doc; what they mean is not documented,
+so this is our reading): ``PAYMENT_FAILURE`` is a booking that will not take place,
+a cancellation (carried to CRM as ``Cancelled``; CRM ``Cancelled`` agrees with it;
+Bookings takes no further change, like ``CANCEL``). ``PENDING_PAYMENT`` is not yet an
+appointment to mirror: it has no canonical status (:data:`BOOKINGS_ON_HOLD`), and a link
+whose booking shows it is *held*: nothing is planned or sent either way, the run reports
+it as deferred with the reason (not a failure), and the next run looks again (paid:
+``UPCOMING``, synced; failed: ``PAYMENT_FAILURE``, cancelled).
 
 **The diff.** A side *changed* when its (start, canonical status) differs from
 its value in the base, the last state both sides agreed on. Both sides equal
@@ -79,9 +89,34 @@ CRM_TO_CANON = {"Scheduled": Canon.SCHEDULED, "Overdue": Canon.SCHEDULED, "Compl
 BOOKINGS_TO_CANON = {
     "UPCOMING": Canon.SCHEDULED, "ONGOING": Canon.SCHEDULED, "PENDING": Canon.SCHEDULED,
     "CANCEL": Canon.CANCELLED, "COMPLETED": Canon.COMPLETED, "NO_SHOW": Canon.NO_SHOW,
+    "PAYMENT_FAILURE": Canon.CANCELLED,
+}
+#: Bookings statuses that are not yet an appointment to mirror, with the reason reported for a
+#: link held by one (see the module docstring): no canonical status, nothing planned or sent.
+BOOKINGS_ON_HOLD = {
+    "PENDING_PAYMENT": "the booking waits for the customer's payment (Bookings PENDING_PAYMENT): not an appointment to mirror yet; nothing sent, looked at again by the next run",
 }
 #: The note written to CRM for a Bookings no-show.
 NO_SHOW_NOTE = "No-show (Zoho Bookings)"
+
+
+class OnHold(ValueError):
+    """A Bookings status of :data:`BOOKINGS_ON_HOLD`: the link is held this run, not diffed.
+
+    ``status`` (upper case), ``reason`` (the table's), ``booking_id`` / ``crm_id`` of the
+    link when known. A ``ValueError``, so a caller that only knows "no canonical status"
+    still refuses to diff it; :meth:`conflict` is how a run reports it (deferred, not a failure).
+    """
+
+    def __init__(self, status: str, booking_id: str | None = None, crm_id: str | None = None) -> None:
+        self.status = status.upper()
+        self.reason = BOOKINGS_ON_HOLD[self.status]
+        self.booking_id, self.crm_id = booking_id, crm_id
+        super().__init__(f"link {booking_id}: {self.reason}" if booking_id else self.reason)
+
+    def conflict(self) -> "Conflict":
+        """The held link as a ``deferred`` :class:`Conflict` with the reason."""
+        return Conflict(self.booking_id or "?", self.crm_id or "?", "deferred", self.reason)
 
 
 def crm_canon(status: str | None) -> Canon:
@@ -93,9 +128,13 @@ def crm_canon(status: str | None) -> Canon:
 
 
 def bookings_canon(status: str | None) -> Canon:
-    """Canonical status of a Bookings ``status``; raises ``ValueError`` for an unknown one."""
+    """Canonical status of a Bookings ``status`` (any case); raises :class:`OnHold` (a
+    ``ValueError``) for ``PENDING_PAYMENT`` and ``ValueError`` for an unknown one."""
+    key = (status or "").upper()
+    if key in BOOKINGS_ON_HOLD:
+        raise OnHold(key)
     try:
-        return BOOKINGS_TO_CANON[(status or "").upper()]
+        return BOOKINGS_TO_CANON[key]
     except KeyError:
         raise ValueError(f"unknown Bookings status {status!r}") from None
 

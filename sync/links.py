@@ -27,7 +27,7 @@ from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlmodel import Session
 from sqlmodel import select as sm_select
 
-from .engine import BOOKINGS_TO_CANON, CRM_TO_CANON, Action, Canon, Link, SideState
+from .engine import BOOKINGS_ON_HOLD, BOOKINGS_TO_CANON, CRM_TO_CANON, Action, Canon, Link, OnHold, SideState
 from .store import insert_on_conflict, upsert_newer
 from .tables import BookingRecord, CrmAppointment, SyncAction, SyncBase, UTCDateTime, utc_now
 
@@ -139,10 +139,13 @@ class InvalidLink(ValueError):
 
 def row_to_link(row: Any) -> Link:
     """A :class:`~sync.engine.Link` from a :func:`changed_links` row; raises :class:`InvalidLink`
-    (a ``ValueError`` carrying the booking and CRM ids) on a bad status or missing time."""
+    (a ``ValueError`` carrying the booking and CRM ids) on a bad status or missing time, and
+    :class:`~sync.engine.OnHold` (also a ``ValueError``) for a booking waiting for payment."""
     crm_id = getattr(row, "crm_id", None)
     if row.crm_start is None or row.bk_start is None:
         raise InvalidLink(row.booking_id, crm_id, f"link {row.booking_id}: a start time is missing (CRM {row.crm_start}, Bookings {row.bk_start})")
+    if row.bk_status in BOOKINGS_ON_HOLD:  # PENDING_PAYMENT: held this run, reported (sync.engine.OnHold)
+        raise OnHold(row.bk_status, row.booking_id, crm_id)
     try:
         crm_status, bk_status = Canon(row.crm_status), Canon(row.bk_status)
     except ValueError:
@@ -191,7 +194,7 @@ def log_actions(engine: Engine, run_id: str, entries: Iterable[tuple[Action, str
     now = now or utc_now()
     rows = [
         {"key": a.key, "run_id": run_id, "booking_id": a.booking_id, "crm_id": a.crm_id, "target": a.target.value, "kind": a.kind.value,
-         "value": a.value, "status": status, "attempts": 1 if status in ("applied", "failed") else 0, "code": code, "message": message,
+         "value": a.value, "status": status, "attempts": 1 if status in ("applied", "failed", "refused") else 0, "code": code, "message": message,
          "created_at": now, "updated_at": now}
         for a, status, code, message in entries
     ]
@@ -216,6 +219,19 @@ def applied_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
         for i in range(0, len(keys), 500):
             t = SyncAction.__table__.c
             out |= {r[0] for r in conn.execute(select(t.key).where(and_(t.key.in_(keys[i : i + 500]), t.status == "applied")))}
+    return out
+
+
+def refused_keys(engine: Engine, keys: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+    """Which of ``keys`` Zoho refused when they were sent (status ``refused``: a Bookings refusal
+    that a re-read did not show as done), with the refusal's ``(code, message)``."""
+    keys = list(keys)
+    out: dict[str, tuple[str | None, str | None]] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(keys), 500):
+            t = SyncAction.__table__.c
+            query = select(t.key, t.code, t.message).where(and_(t.key.in_(keys[i : i + 500]), t.status == "refused"))
+            out.update({r.key: (r.code, r.message) for r in conn.execute(query)})
     return out
 
 

@@ -41,7 +41,12 @@ class CrmModule(Protocol):
         ...
 
     def row(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The state-store row of a records-API record (instants aware UTC); ``ValueError`` for a bad value."""
+        """The state-store row of a records-API record (instants aware UTC); :class:`InvalidRecord`
+        (a ``ValueError`` naming the record, the field and the value) for a value that cannot be read."""
+        ...
+
+    def shows(self, row: Mapping[str, Any], action: Action) -> bool:
+        """Whether a record (its :meth:`row`) already says what ``action`` asks (a write made before)."""
         ...
 
     def bulk_mapping(self) -> ModuleMapping:
@@ -69,6 +74,19 @@ class CrmModule(Protocol):
     def row_after(self, row: Mapping[str, Any], action: Action, after: SideState, modified: datetime | None) -> dict[str, Any]:
         """The columns of the stored ``row`` to set once ``action`` succeeded (``modified``: Zoho's new ``Modified_Time``)."""
         ...
+
+
+class InvalidRecord(ValueError):
+    """A CRM record the sync cannot read: ``crm_id`` and ``booking_id`` (None when unknown),
+    ``field`` (its API name) and ``value`` (at most 80 characters of its text). The message names
+    all of them and why: ``CRM record 554...: Appointment_Start_Time 'not-a-date' is not an ISO
+    8601 date-time with an offset (...)``. The read that meets one records it and goes on
+    (:func:`tasks.sync.read_crm_changes`); the record is read again once it is fixed."""
+
+    def __init__(self, crm_id: str | None, booking_id: str | None, field: str, value: Any, why: str) -> None:
+        self.crm_id, self.booking_id, self.field = crm_id, booking_id, field
+        self.value = str(value)[:80]
+        super().__init__(f"CRM record {crm_id or '(no id)'}: {field} {self.value!r} {why}")
 
 
 def end_after(start: datetime, old_start: datetime | None, old_end: datetime | None, duration: int | None) -> datetime | None:
@@ -111,23 +129,50 @@ class Appointments:
     def row(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A ``crm_appointments`` row (``id``, ``booking_id``, ``start_time``, ``end_time``, ``duration``
         in minutes, ``status``, ``modified_time``, ``job_id`` None); ISO 8601 times with an offset
-        become aware UTC, others None. ``ValueError`` for a time or duration that does not parse."""
+        become aware UTC, an absent or empty one None. Raises :class:`InvalidRecord` (a ``ValueError``
+        naming the record, the field and the value) for no ``id``, a time that is not ISO 8601 with
+        an offset (``not-a-date``, no offset, month 13, not a string) or a duration that is no integer."""
+        crm_id = record.get("id")
+        booking = record.get(self.booking_field) or None
+        booking = str(booking) if booking is not None else None
+        if crm_id in (None, ""):
+            raise InvalidRecord(None, booking, "id", crm_id, "is missing: the record has no id")
 
         def instant(name: str) -> datetime | None:
             value = record.get(name)
-            return parse_datetime(value) if isinstance(value, str) else None
+            if value is None or value == "":
+                return None
+            if not isinstance(value, str):
+                raise InvalidRecord(str(crm_id), booking, name, value, f"is not text ({type(value).__name__}): not an ISO 8601 date-time")
+            try:
+                return parse_datetime(value)
+            except ValueError as exc:
+                raise InvalidRecord(str(crm_id), booking, name, value, f"is not an ISO 8601 date-time with an offset ({str(exc)[:120]})") from None
 
         duration = record.get("Duration")
+        try:
+            minutes = parse_int(str(duration)) if duration not in (None, "") else None
+        except ValueError:
+            raise InvalidRecord(str(crm_id), booking, "Duration", duration, "is not a whole number of minutes") from None
         return {
-            "id": str(record["id"]),
-            "booking_id": record.get(self.booking_field) or None,
+            "id": str(crm_id),
+            "booking_id": booking,
             "start_time": instant("Appointment_Start_Time"),
             "end_time": instant("Appointment_End_Time"),
-            "duration": parse_int(str(duration)) if duration not in (None, "") else None,
+            "duration": minutes,
             "status": record.get("Status"),
             "modified_time": instant("Modified_Time"),
             "job_id": None,
         }
+
+    def shows(self, row: Mapping[str, Any], action: Action) -> bool:
+        """Whether the record (its :meth:`row`) already says what ``action`` asks: a reschedule's start
+        (the same instant, whatever the offset), a cancellation's or completion's ``Status``."""
+        if action.kind is Kind.RESCHEDULE:
+            return row.get("start_time") is not None and action.start is not None and row["start_time"] == action.start
+        if action.kind in self.STATUS_AFTER:
+            return row.get("status") == self.STATUS_AFTER[action.kind]
+        return False
 
     def bulk_mapping(self) -> ModuleMapping:
         """:func:`sync.bulk_load.appointments_mapping` for the booking field."""

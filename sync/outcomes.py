@@ -7,8 +7,10 @@ bases and the action log (:func:`sync.links.write_base`, :func:`sync.links.log_a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, Mapping
+
 from sqlalchemy import Engine
 
 from . import bookings
@@ -27,7 +29,9 @@ class Outcome:
     (aware UTC), ``status`` (the target's own word), ``modified`` (CRM's
     ``Modified_Time``). ``sent``: False when the action was refused before any call.
     ``maybe_done``: a refusal that may mean the change was made before (a Bookings
-    refusal): worth one read to check.
+    refusal; CRM's ``DEPENDENT_FIELD_UNCHANGED``): worth one read to check
+    (:func:`after_check`), never a success without it; once checked and not done, a
+    refusal that stands (the flow does not send it again from the same base).
     """
 
     action: Action
@@ -45,6 +49,28 @@ class Outcome:
 def refused(action: Action, reason: tuple[str, str]) -> Outcome:
     """The outcome of an action refused before sending: ``reason`` is ``(code, message)``."""
     return Outcome(action, False, reason[0], reason[1], sent=False)
+
+
+def after_check(outcome: Outcome, row: Mapping[str, Any] | None, shown: bool, what: str = "") -> Outcome:
+    """A ``maybe_done`` refusal once its target was read again (``row``: the target as a state-store
+    row, None when it could not be read; ``shown``: whether it already says what the action asks).
+
+    Shown: a success that keeps Zoho's code (the write was made before: a resend after a lost
+    answer), message ``already done (checked: ...)``, ``modified`` and ``start`` from ``row``.
+    Not shown: the refusal stands with Zoho's code and reason, plus ``what`` the target shows
+    (e.g. CRM refusing an earlier move: ``DEPENDENT_FIELD_UNCHANGED`` "The new appointment time
+    has to be greater than ..."), not transient (the same write is refused again); it keeps
+    ``maybe_done``, the mark of a checked refusal: the flow logs it ``refused`` and does not send
+    the same change from the same base again (``flows.sync_appointments.hold_refused``). ``row``
+    None (the read failed): the refusal stands, transient and not ``maybe_done`` (unknown yet: the
+    next run plans it again and checks again).
+    """
+    action = outcome.action
+    if row is None:
+        return replace(outcome, maybe_done=False, transient=True, message=f"{outcome.message} (the record could not be read again to check it{': ' + what if what else ''})")
+    if shown:
+        return Outcome(action, True, outcome.code, f"already done (checked: {what or 'the target shows it'})", start=row.get("start_time"), status=row.get("status"), modified=row.get("modified_time"))
+    return replace(outcome, maybe_done=True, transient=False, message=f"{outcome.message}" + (f" ({what})" if what else ""))
 
 
 def call_failed(action: Action, error: BaseException) -> Outcome:

@@ -29,10 +29,16 @@ async def create_bulk_job(oauth_block: str, request: BulkReadRequest) -> BulkRea
 
 @task(name="get-bulk-read-status", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def get_bulk_job(oauth_block: str, job_id: str) -> BulkReadJob:
-    """``GET /crm/bulk/v7/read/{job_id}``: the job's state now (never cached)."""
+    """``GET /crm/bulk/v7/read/{job_id}``: the job's state now (never cached).
+
+    The answer's ``callback`` (Zoho echoes the request's, whose URL carries the
+    receiver's secret) is left out of the returned job, so no task result, log or
+    artifact made from it can show the secret.
+    """
     block = await ZohoOAuth.aload(oauth_block)
     async with block.get_client() as zoho:
-        return await zoho.crm.get_bulk_read(job_id)
+        job = await zoho.crm.get_bulk_read(job_id)
+    return BulkReadJob.model_validate(job.model_dump(exclude={"callback"})) if "callback" in (job.model_extra or {}) else job
 
 
 @task(name="download-bulk-result", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
@@ -43,7 +49,9 @@ async def download_bulk_result(oauth_block: str, download_url: str, dest: str) -
     leaves a truncated zip that looks finished. A 429 (Zoho allows 10 downloads
     a minute) and other transient errors are retried by the task, no sooner than
     the answer's ``Retry-After`` (:mod:`tasks.retry`). Raises the typed
-    :mod:`zoho.errors` error once the retries are spent.
+    :mod:`zoho.errors` error once the retries are spent;
+    :class:`~zoho.errors.ForeignHostError` at once (not retried, nothing sent) when
+    ``download_url`` is not on the organisation's API domain.
     """
     part = Path(dest + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,11 @@ from sync import bookings
 from sync.bookings import booking_row
 from sync.bulk_load import parse_datetime
 from sync.engine import Action, Kind
-from sync.modules import CrmModule, crm_module
-from sync.outcomes import Outcome, refused
-from zoho.clients import ZohoClient
-from zoho.errors import ApiLimitError, BookingsError, BudgetReachedError, DependentFieldError, ZohoError, crm_error, is_transient
-from zoho.models import Booking, BookingsPage, RecordResult, RecordsPage
+from sync.modules import CrmModule, InvalidRecord, crm_module
+from sync.outcomes import Outcome, after_check, refused
+from zoho.clients import ZohoClient, chunk_ids
+from zoho.errors import ApiLimitError, BookingsError, BudgetReachedError, DependentFieldError, InvalidBookingError, ZohoError, crm_error, is_transient
+from zoho.models import Booking, BookingsPage, RecordResult, RecordsPage, RejectedBooking
 from zoho.paging import BookingsPaging, CrmRecordsPaging
 from zoho.timefmt import to_crm
 from zoho.usage import Family, current_meter
@@ -157,37 +157,47 @@ async def fetch_bookings_page(oauth_block: str, start: datetime, end: datetime, 
 
 
 async def fetch_bookings(
-    oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 100, calls_per_second: float = 0.0, max_pages: int | None = None
-) -> tuple[list[dict[str, Any]], int, bool]:
+    oauth_block: str, start: datetime, end: datetime, time_zone: str, per_page: int = 50, calls_per_second: float = 0.0, max_pages: int | None = None
+) -> tuple[list[dict[str, Any]], int, bool, list[RejectedBooking]]:
     """Every booking starting in [``start``, ``end``] as ``bookings`` rows (:func:`sync.bookings.booking_row`):
-    ``(rows, calls, complete)``; a ``fetch-bookings-page`` task run per page (:class:`zoho.paging.BookingsPaging`),
-    at most ``calls_per_second`` across workers (:func:`bookings_rate`). The read stops early
-    (``complete`` False, the rows read so far kept) after ``max_pages`` pages, when the run's budget
-    has no read left (:func:`fits`) or when Zoho answers with its limit."""
+    ``(rows, calls, complete, rejected)``; a ``fetch-bookings-page`` task run per page of ``per_page``
+    (default 50: paging is not documented, a public client caps it at 50; an HTTP 204 is an empty
+    last page) (:class:`zoho.paging.BookingsPaging`), at most ``calls_per_second`` across workers
+    (:func:`bookings_rate`). One booking that cannot be read never fails its page: it is in
+    ``rejected`` (:class:`zoho.models.RejectedBooking`: id and what was wrong) and the rest of
+    the page is read; a later read takes it once fixed. The read stops early (``complete``
+    False, the rows read so far kept) after ``max_pages`` pages, when the run's budget has no
+    read left (:func:`fits`) or when Zoho answers with its limit."""
     rows: list[dict[str, Any]] = []
+    rejected: list[RejectedBooking] = []
     cursor = BookingsPaging(per_page=per_page)
     calls = 0
     async with shared_client(oauth_block), bookings_rate(oauth_block, calls_per_second):
         while cursor:
             if (max_pages is not None and calls >= max_pages) or not fits("bookings", "read"):
-                return rows, calls, False
+                return rows, calls, False, rejected
             calls += 1
             try:
                 answer = await fetch_bookings_page(oauth_block, start, end, time_zone, **cursor.params)
             except NOT_NOW:
-                return rows, calls, False
+                return rows, calls, False, rejected
             rows.extend(booking_row(b) for b in answer.response)
+            rejected.extend(answer.rejected)
             cursor = cursor.after(answer)
-    return rows, calls, True
+    return rows, calls, True, rejected
 
 
 @task(name="get-booking", task_run_name="get-booking-{booking_id}", cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
-    """``getappointment``: the booking, or None when Zoho refuses it (not found, not allowed)."""
+async def get_booking(oauth_block: str, booking_id: str) -> Booking | RejectedBooking | None:
+    """``getappointment``: the booking; a :class:`~zoho.models.RejectedBooking` (the id and what
+    was wrong) when Zoho's answer cannot be read as one; None when Zoho refuses it (not found,
+    not allowed: a failure in either shape). Transient errors and the day's limit raise."""
     await bookings_turn()
     async with zoho_client(oauth_block) as zoho:
         try:
             return await zoho.bookings.get_appointment(booking_id)
+        except InvalidBookingError as exc:
+            return RejectedBooking(booking_id=booking_id, reason=str(exc.details.get("problems") or exc.message))
         except ZohoError as exc:
             if is_transient(exc) or isinstance(exc, NOT_NOW):
                 raise
@@ -196,18 +206,20 @@ async def get_booking(oauth_block: str, booking_id: str) -> Booking | None:
 
 async def get_bookings(
     oauth_block: str, booking_ids: list[str], concurrency: int = 5, calls_per_second: float = 0.0
-) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+) -> tuple[list[dict[str, Any]], list[str], list[str], list[RejectedBooking]]:
     """``getappointment`` for each id (``concurrency`` at a time, at most ``calls_per_second`` across
     workers: :func:`bookings_rate`; a ``get-booking`` task run each):
-    ``(bookings rows, ids Zoho refused, ids not read now)``. Ids beyond the run's budget for
-    reads (:func:`fits`), or after Zoho answered with its limit, are not read (the third list:
-    keep them for later); an id still failing after its retries raises."""
+    ``(bookings rows, ids Zoho refused, ids not read now, bookings that cannot be read)``. Ids
+    beyond the run's budget for reads (:func:`fits`), or after Zoho answered with its limit, are
+    not read (the third list: keep them for later); a booking Zoho answered but that cannot be
+    read (an unknown ``time_zone``...) is in the fourth (:class:`zoho.models.RejectedBooking`),
+    not stored, the others go on; an id still failing after its retries raises."""
     if not booking_ids:
-        return [], [], []
+        return [], [], [], []
     gate = asyncio.Semaphore(concurrency)
     later: list[str] = []
 
-    async def one(booking_id: str) -> Booking | None:
+    async def one(booking_id: str) -> Booking | RejectedBooking | None:
         async with gate:
             if not fits("bookings", "read"):
                 later.append(booking_id)
@@ -222,7 +234,8 @@ async def get_bookings(
         found = await asyncio.gather(*(one(b) for b in booking_ids))
     waiting = set(later)
     missing = [b for b, r in zip(booking_ids, found) if r is None and b not in waiting]
-    return [booking_row(b) for b in found if b is not None], missing, [b for b in booking_ids if b in waiting]
+    rows = [booking_row(b) for b in found if isinstance(b, Booking)]
+    return rows, missing, [b for b in booking_ids if b in waiting], [r for r in found if isinstance(r, RejectedBooking)]
 
 
 @task(name="read-crm-page", task_run_name=_page_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
@@ -237,28 +250,37 @@ async def read_crm_page(
 
 async def read_crm_changes(
     oauth_block: str, module: CrmModule, since: datetime | None = None, ids: list[str] | None = None
-) -> tuple[list[dict[str, Any]], int, bool]:
+) -> tuple[list[dict[str, Any]], int, bool, list[InvalidRecord]]:
     """Records of ``module`` modified after ``since``, or the records ``ids`` (100 a call), as state-store
-    rows (``module.row``): ``(rows, calls, complete)``; a ``read-crm-page`` task run per page
-    (:class:`zoho.paging.CrmRecordsPaging`). The read stops early (``complete`` False, the rows
+    rows (``module.row``): ``(rows, calls, complete, invalid)``; a ``read-crm-page`` task run per page
+    (:class:`zoho.paging.CrmRecordsPaging`). One record that cannot be read (an
+    ``Appointment_Start_Time`` of ``not-a-date``, without an offset, in month 13) never stops the
+    read: it is left out of ``rows`` and listed in ``invalid`` (:class:`sync.modules.InvalidRecord`:
+    the record, the field, the value and why), the rest go on, and a later read takes it once it is
+    fixed (fixing it moves its ``Modified_Time``). The read stops early (``complete`` False, the rows
     read so far kept) when the run's CRM budget has no read left or Zoho answers with its limit."""
     rows: list[dict[str, Any]] = []
+    invalid: list[InvalidRecord] = []
     calls = 0
-    chunks = [ids[i : i + CRM_IDS_PER_CALL] for i in range(0, len(ids), CRM_IDS_PER_CALL)] if ids else [None]
+    chunks = chunk_ids(ids, CRM_IDS_PER_CALL) if ids else [None]  # by count and by URL length
     async with shared_client(oauth_block):
         for chunk in chunks:
             cursor = CrmRecordsPaging()
             while cursor:
                 if not fits("crm", "read"):
-                    return rows, calls, False
+                    return rows, calls, False, invalid
                 calls += 1
                 try:
                     answer = await read_crm_page(oauth_block, module.api_name, module.fields, since=since, ids=chunk, **cursor.params)
                 except NOT_NOW:
-                    return rows, calls, False
-                rows.extend(module.row(r) for r in answer.data)
+                    return rows, calls, False, invalid
+                for record in answer.data:
+                    try:
+                        rows.append(module.row(record))
+                    except InvalidRecord as exc:
+                        invalid.append(exc)
                 cursor = cursor.after(answer)
-    return rows, calls, True
+    return rows, calls, True, invalid
 
 
 # ----------------------------------------------------------------- writes
@@ -269,28 +291,57 @@ def crm_json(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _crm_outcome(module: str, action: Action, result: RecordResult) -> Outcome:
-    """One record's result of a ``PUT``; ``DEPENDENT_FIELD_UNCHANGED`` (already at that time: a resend after a lost answer) is a success."""
+    """One record's result of a ``PUT``. ``DEPENDENT_FIELD_UNCHANGED`` is a refusal marked
+    ``maybe_done``, never a success as it is: Zoho answers it for a reschedule to the start the
+    record already has (a resend after a lost answer) and, as seeds 002/004 read ("The new
+    appointment time has to be greater than the existing Appointment_Start_Time"), for a move
+    earlier; :func:`apply_crm_batch` reads the record to tell which."""
     if result.ok:
         modified = result.details.get("Modified_Time")
         return Outcome(action, True, result.code, result.message, modified=parse_datetime(modified) if isinstance(modified, str) else None)
     error = crm_error(result.model_dump(), None, f"PUT /crm/v7/{module}")
     if isinstance(error, DependentFieldError) and error.code == "DEPENDENT_FIELD_UNCHANGED":
-        return Outcome(action, True, error.code, "already at that time")
+        return Outcome(action, False, error.code, error.message or "DEPENDENT_FIELD_UNCHANGED", maybe_done=True)
     return Outcome(action, False, error.code, error.message, transient=error.transient)
+
+
+async def _crm_unless_done(zoho: ZohoClient, adapter: CrmModule, outcome: Outcome) -> Outcome:
+    """Check a ``maybe_done`` CRM refusal with one ``GET /crm/v7/{module}/{id}``
+    (:func:`sync.outcomes.after_check`): the record already shows the action (its start is the
+    target) -> done, Zoho's code kept; otherwise the refusal stands with Zoho's reason and the
+    start CRM shows, not transient. A read that fails leaves it standing, transient (checked again
+    by the next run); a record that cannot be read leaves it standing, not transient."""
+    action = outcome.action
+    try:
+        record = await zoho.crm.get_record(adapter.api_name, action.crm_id)
+    except Exception as exc:  # noqa: BLE001 - the check is worth one read; without it the refusal stands
+        return after_check(outcome, None, False, f"{getattr(exc, 'code', type(exc).__name__)}")
+    try:
+        row = adapter.row(record)
+    except InvalidRecord as exc:
+        return after_check(outcome, {}, False, str(exc))
+    if adapter.shows(row, action):
+        return after_check(outcome, row, True, "CRM shows it")
+    start = row.get("start_time")
+    return after_check(outcome, row, False, f"CRM still shows start {to_crm(start) if start else '-'}, status {row.get('status')}")
 
 
 @task(name="apply-crm-batch", task_run_name=_crm_batch_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
 async def apply_crm_batch(oauth_block: str, module: str, actions: list[Action]) -> list[Outcome]:
     """One ``PUT /crm/v7/{module}`` of up to 100 actions (payloads and rules: :func:`sync.modules.crm_module`);
-    per-record outcomes in the order of ``actions``. An action the module refuses is not sent (``sent`` False)."""
+    per-record outcomes in the order of ``actions``. An action the module refuses is not sent (``sent`` False).
+    A ``DEPENDENT_FIELD_UNCHANGED`` record is read again (one ``GET`` by id each, :func:`_crm_unless_done`):
+    done when CRM shows the target, else a refusal with Zoho's reason (not transient)."""
     adapter = crm_module(module)
     reasons = [adapter.refusal(a) for a in actions]
     sendable = [a for a, reason in zip(actions, reasons) if reason is None]
-    results: list[RecordResult] = []
+    outcomes: list[Outcome] = []
     if sendable:
         async with zoho_client(oauth_block) as zoho:
             results = await zoho.crm.update_records(module, [crm_json(adapter.payload(a)) for a in sendable])
-    answered = iter([_crm_outcome(module, a, r) for a, r in zip(sendable, results)])
+            outcomes = [_crm_outcome(module, a, r) for a, r in zip(sendable, results)]
+            outcomes = [await _crm_unless_done(zoho, adapter, o) if o.maybe_done else o for o in outcomes]
+    answered = iter(outcomes)
     return [refused(a, reason) if reason is not None else next(answered) for a, reason in zip(actions, reasons)]
 
 
@@ -299,8 +350,12 @@ async def apply_bookings_action(oauth_block: str, action: Action) -> Outcome:
     """One Bookings write: ``rescheduleappointment`` (the start as wall time in the booking's
     zone) or ``updateappointment`` (``cancel``, ``completed``, ``noshow``).
 
-    A refusal is an outcome, not an error; a Bookings refusal is ``maybe_done`` (see
-    :func:`apply_bookings`). An action :func:`sync.bookings.refusal` forbids is not sent.
+    A refusal is an outcome, not an error: Zoho's code (``BOOKINGS_FAILURE`` when it gives
+    none) and message, not transient (no task retry). A Bookings refusal, in either failure
+    shape (outer ``status: failure``, or a failure inside ``returnvalue``), is ``maybe_done``
+    (see :func:`apply_bookings`): a reschedule into time the staff member does not work or
+    has booked is one. An answer whose booking cannot be read is ``INVALID_BOOKING``. An
+    action :func:`sync.bookings.refusal` forbids is not sent.
     """
     reason = bookings.refusal(action)
     if reason is not None:
@@ -324,14 +379,22 @@ async def _unless_done(oauth_block: str, outcome: Outcome) -> Outcome:
     """``outcome`` (a refusal), or a success with code ``ALREADY_DONE`` when one ``getappointment``
     shows the booking already as the action asks (the write was made before and its outcome
     never logged: a worker killed after the call, or an answer lost after Zoho applied it),
-    as CRM's ``DEPENDENT_FIELD_UNCHANGED`` is in :func:`apply_crm_batch`."""
+    as CRM's ``DEPENDENT_FIELD_UNCHANGED`` is in :func:`apply_crm_batch`. Otherwise the refusal
+    stands (:func:`sync.outcomes.after_check`): Zoho's code and message plus what Bookings shows,
+    not transient, still ``maybe_done`` (logged ``refused``: not sent again from the same base);
+    likewise when Bookings refuses the read or answers a booking that cannot be read. A read
+    that fails (after its retries) leaves it standing as transient: checked again next run."""
     try:
         booking = await get_booking(oauth_block, outcome.action.booking_id)
-        row = booking_row(booking) if booking is not None else None
-    except Exception:  # noqa: BLE001 - the check is worth one read; the refusal stands
-        return outcome
-    if row is None or not bookings.shows(row, outcome.action):
-        return outcome
+    except Exception as exc:  # noqa: BLE001 - the check is worth one read; without it the refusal stands
+        return after_check(outcome, None, False, f"{getattr(exc, 'code', type(exc).__name__)}")
+    if booking is None:
+        return after_check(outcome, {}, False, "Bookings refused getappointment for it")
+    if isinstance(booking, RejectedBooking):
+        return after_check(outcome, {}, False, f"the booking cannot be read: {booking.reason}")
+    row = booking_row(booking)
+    if not bookings.shows(row, outcome.action):
+        return after_check(outcome, row, False, f"Bookings shows start {booking.start_time} {booking.time_zone}, status {booking.status}")
     return Outcome(outcome.action, True, "ALREADY_DONE", f"the booking already shows it ({outcome.message})", start=row["start_time"], status=row["status"])
 
 

@@ -361,7 +361,7 @@ async def test_budget_low_is_sent_once_a_day(sandbox, prefect_api, tmp_path, mon
     monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: sent.append(kw))
     today_noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)  # 6.5 h before the workspace's midnight
     monkeypatch.setattr(tables, "_clock", lambda: today_noon)
-    config = await make_org(sandbox, tmp_path, bookings_calls_per_day=5)  # a budget of 4 calls
+    config = await make_org(sandbox, tmp_path, bookings_calls_per_day=5, bookings_page_size=100)  # a budget of 4 calls
     first = await sync_appointments(config_block=config, mode="full")  # 3 pages of 100: 3 calls, a first history read over 6 hours
     assert first.budget["bookings"] == {"day": today_noon.date().isoformat(), "used": 3, "budget": 4, "limit": 5, "forecast": 7, "left": 1}  # 3 + 0.5/h x 6.5 h
     low = [e for e in sent if e["event"] == "zoho.budget.low"]
@@ -397,3 +397,29 @@ async def test_a_crm_read_the_budget_stops_keeps_the_bookmark(sandbox, prefect_a
         assert booking["status"] == "CANCEL"
     finally:
         engine.dispose()
+
+
+async def test_a_webhook_run_does_not_read_a_booking_its_webhook_shows_as_stored(sandbox, prefect_api, tmp_path):
+    """The echo of our own Bookings write can reach the receiver before the write's answer is
+    stored; the run the receiver starts checks the webhook's state (``booking_states``) against
+    the store again, after the writing run committed, and makes no read for it."""
+    from flows.sync_appointments import sync_appointments
+
+    config = await make_org(sandbox, tmp_path)
+    await sync_appointments(config_block=config, mode="full")
+    appt, bk = future_pair(sandbox)
+    r = sandbox.http.patch(f"/__sandbox/crm/Appointments__s/{appt['id']}", json={"Status": "Cancelled", "Cancellation_Reason": "By Team"})
+    assert r.status_code == 200, r.text
+    wrote = await sync_appointments(config_block=config, crm_ids=[appt["id"]])  # our Bookings write: cancel
+    assert wrote.applied == 1
+    now = next(b for b in sandbox.dump()["bookings"] if b["booking_id"] == bk["booking_id"])
+    echo_state = {bk["booking_id"]: {"status": now["status"], "start_time": now["start_time"], "time_zone": now["time_zone"]}}
+    before = bookings_calls(sandbox)
+    echo = await sync_appointments(config_block=config, booking_ids=[bk["booking_id"]], booking_states=echo_state)
+    assert bookings_calls(sandbox) == before and echo.nothing_to_do and echo.api_calls.get("bookings_echoes_not_read") == 1
+    stale = {bk["booking_id"]: {**echo_state[bk["booking_id"]], "status": "UPCOMING"}}  # a webhook that says something else: read
+    read = await sync_appointments(config_block=config, booking_ids=[bk["booking_id"]], booking_states=stale)
+    assert read.zoho_calls["bookings"]["reads"] == 1
+    garbled = {bk["booking_id"]: {"status": "CANCEL", "start_time": "not a time", "time_zone": "Mars/Olympus_Mons"}}
+    again = await sync_appointments(config_block=config, booking_ids=[bk["booking_id"]], booking_states=garbled)
+    assert again.zoho_calls["bookings"]["reads"] == 1  # a state that cannot be read is no echo

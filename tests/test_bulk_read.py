@@ -4,8 +4,8 @@ Covers ``shared/zoho-api-notes.md`` ("CRM Bulk Read") and seed 001: the job's
 life cycle and the create/status/result shapes; the zip and its CSV (``Id`` first,
 then the requested fields, lookups as ids, ISO 8601 date-times, every field when
 ``fields`` is empty); paging with ``page_token`` and ``page``; criteria (every
-comparator on a field type it suits, nested groups, and the criteria that must
-fail the job); ICS for ``Events``; callbacks; and the errors of bad requests,
+comparator on a field type it suits, nested groups, and the queries refused when
+the job is created); ICS for ``Events``; callbacks; and the errors of bad requests,
 tokens, scopes and the download limit. Two tests run in-process: a fault while a
 result is built must still end the job, and the seed generator (sped up for the
 200,000-record benchmark, ``benchmarks/sandbox_bulk.py``) must make the same data.
@@ -489,35 +489,40 @@ def test_criteria_apply_to_events_too(sandbox, api):
 
 
 ok = cond("Status", "equal", "Completed")
-BAD_QUERIES: dict[str, tuple[dict[str, Any], str]] = {
-    "unknown field": ({"criteria": cond("No_Such_Field", "equal", "x")}, "INVALID_DATA"),
-    "starts_with on a date-time": ({"criteria": cond("Appointment_Start_Time", "starts_with", "2025")}, "INVALID_DATA"),
-    "between on a picklist": ({"criteria": cond("Status", "between", ["Cancelled", "Completed"])}, "INVALID_DATA"),
-    "greater_than on text": ({"criteria": cond("Appointment_Name", "greater_than", "A")}, "INVALID_DATA"),
-    "between with one value": (
-        {"criteria": cond("Appointment_Start_Time", "between", ["2025-01-01T00:00:00+00:00"])},
-        "INVALID_DATA",
+#: Queries Zoho refuses when the job is created (crm-oas v8.0 bulk_read.json, 400): the code and
+#: what ``details`` must name.
+BAD_QUERIES: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
+    "unknown field": ({"criteria": cond("No_Such_Field", "equal", "x")}, "INVALID_CRITERIA", {"api_name": "No_Such_Field"}),
+    "starts_with on a date-time": (
+        {"criteria": cond("Appointment_Start_Time", "starts_with", "2025")}, "INVALID_CRITERIA",
+        {"api_name": "Appointment_Start_Time", "comparator": "starts_with"},
     ),
-    "a value that is no date-time": ({"criteria": cond("Appointment_Start_Time", "greater_than", "yesterday")}, "INVALID_DATA"),
-    "bad group_operator": ({"criteria": group("xor", ok, ok)}, "INVALID_DATA"),
-    "empty group": ({"criteria": group("and")}, "INVALID_DATA"),
-    "a comparator that is no string": ({"criteria": {"field": {"api_name": "Status"}, "comparator": ["equal"], "value": "x"}}, "INVALID_DATA"),
-    "a bad condition two levels down": ({"criteria": group("or", ok, group("and", ok, cond("Nope", "equal", 1)))}, "INVALID_DATA"),
-    "unknown module": ({"module": {"api_name": "No_Such_Module"}}, "INVALID_MODULE"),
-    "unknown field in fields": ({"fields": ["Status", "No_Such_Field"]}, "INVALID_DATA"),
+    "between on a picklist": ({"criteria": cond("Status", "between", ["Cancelled", "Completed"])}, "INVALID_CRITERIA", {"api_name": "Status", "comparator": "between"}),
+    "greater_than on text": ({"criteria": cond("Appointment_Name", "greater_than", "A")}, "INVALID_CRITERIA", {"api_name": "Appointment_Name"}),
+    "between with one value": (
+        {"criteria": cond("Appointment_Start_Time", "between", ["2025-01-01T00:00:00+00:00"])}, "INVALID_CRITERIA", {"api_name": "Appointment_Start_Time"},
+    ),
+    "a value that is no date-time": (
+        {"criteria": cond("Appointment_Start_Time", "greater_than", "yesterday")}, "INVALID_CRITERIA", {"api_name": "Appointment_Start_Time", "value": "yesterday"},
+    ),
+    "bad group_operator": ({"criteria": group("xor", ok, ok)}, "GROUP_OPERATOR_NOT_SUPPORTED", {"group_operator": "xor"}),
+    "empty group": ({"criteria": group("and")}, "INVALID_CRITERIA", {"api_name": "group"}),
+    "a comparator that is no string": (
+        {"criteria": {"field": {"api_name": "Status"}, "comparator": ["equal"], "value": "x"}}, "INVALID_CRITERIA", {"api_name": "Status"},
+    ),
+    "a bad condition two levels down": ({"criteria": group("or", ok, group("and", ok, cond("Nope", "equal", 1)))}, "INVALID_CRITERIA", {"api_name": "Nope"}),
+    "unknown module": ({"module": {"api_name": "No_Such_Module"}}, "MODULE_NOT_SUPPORTED", {"module": "No_Such_Module"}),
+    "unknown field in fields": ({"fields": ["Status", "No_Such_Field"]}, "FIELD_NOT_SUPPORTED", {"api_name": "No_Such_Field", "module": APPOINTMENTS}),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_QUERIES), ids=list(BAD_QUERIES))
-def test_a_query_that_breaks_the_rules_fails_the_job(sandbox, api, case):
-    changes, code = BAD_QUERIES[case]
-    job = finished(api, {"module": {"api_name": APPOINTMENTS}, "fields": ["Status"], **changes})
-    assert job["state"] == "FAILURE", job
-    error = job["result"]["error_message"]
-    assert set(error) == {"status", "code", "message", "details"}
-    assert error["status"] == "error" and error["code"] == code
-    assert error["message"] and isinstance(error["details"], dict)
-    assert_error(api.get(f"/crm/bulk/v7/read/{job['id']}/result"), 400, "INVALID_DATA")
+def test_a_query_that_breaks_the_rules_is_refused_when_the_job_is_created(sandbox, api, case):
+    changes, code, named = BAD_QUERIES[case]
+    r = create(api, {"query": {"module": {"api_name": APPOINTMENTS}, "fields": ["Status"], **changes}})
+    body = assert_error(r, 400, code)
+    assert body["message"] and {k: body["details"].get(k) for k in named} == named, body
+    assert sandbox.stats()["bulk_jobs_created"] == 0  # no job to poll, nothing to fail later
 
 
 async def test_a_fault_while_building_the_result_still_ends_the_job(monkeypatch):
@@ -607,31 +612,61 @@ def test_the_callback_gets_the_status_json_once(sandbox, api, receiver):
     assert body["data"][0]["result"]["count"] == len(records(sandbox))
 
 
-def test_a_failed_job_calls_back_too(sandbox, api, receiver):
-    callback = {"url": receiver.url + "/failed", "method": "post"}
-    job = finished(api, {"module": {"api_name": APPOINTMENTS}, "criteria": cond("Nope", "equal", 1)}, callback=callback)
-    assert job["state"] == "FAILURE"
-    sandbox.drain()
+async def test_a_failed_job_calls_back_too(receiver, monkeypatch):
+    """A job that fails (a query Zoho would refuse is refused at create, so a fault of the
+    sandbox while the result is built fails it here; in-process, to inject the fault) calls back
+    once with its ``FAILURE`` status."""
+    from asgi_lifespan import LifespanManager
+
+    from sandbox import SandboxConfig, create_app
+    from sandbox import bulk as bulk_module
+
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bulk_module, "write_csv_zip", broken)
+    app = create_app(SandboxConfig(appointments=20, bulk_delay=0))
+    transport = httpx.ASGITransport(app=app)
+    async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as c:
+        creds = (await c.get("/__sandbox/credentials")).json()
+        minted = await c.post("/oauth/v2/token", data={"grant_type": "refresh_token", **{k: creds[k] for k in ("client_id", "client_secret", "refresh_token")}})
+        c.headers["Authorization"] = f"Zoho-oauthtoken {minted.json()['access_token']}"
+        callback = {"url": receiver.url + "/failed", "method": "post"}
+        r = await c.post("/crm/bulk/v7/read", json={"query": {"module": {"api_name": APPOINTMENTS}}, "callback": callback})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["data"][0]["details"]["id"]
+        for _ in range(250):
+            job = (await c.get(f"/crm/bulk/v7/read/{job_id}")).json()["data"][0]
+            if job["state"] in TERMINAL:
+                break
+            await asyncio.sleep(0.02)
+        assert job["state"] == "FAILURE", job
+        (await c.post("/__sandbox/outbox/drain")).raise_for_status()
     calls = [item for item in receiver.received if item["path"] == "/failed"]
     assert [c["json"] for c in calls] == [{"data": [job]}]
-    assert calls[0]["json"]["data"][0]["result"]["error_message"]["code"] == "INVALID_DATA"
+    assert calls[0]["json"]["data"][0]["result"]["error_message"]["code"] == "INTERNAL_ERROR"
 
 
 @pytest.mark.parametrize(
-    "callback", [{"url": "ftp://127.0.0.1/cb", "method": "post"}, {"url": "http://127.0.0.1/cb", "method": "get"}, "http://x"]
+    ("callback", "code"),
+    [
+        ({"url": "ftp://127.0.0.1/cb", "method": "post"}, "INVALID_CALLBACK_URL"),
+        ({"url": "http://127.0.0.1/cb", "method": "get"}, "INVALID_CALLBACK_METHOD"),
+        ("http://x", "INVALID_CALLBACK_URL"),
+    ],
 )
-def test_a_bad_callback_is_invalid_data(api, callback):
+def test_a_bad_callback_is_refused_with_the_specs_code(api, callback, code):
     body = {"query": {"module": {"api_name": APPOINTMENTS}}, "callback": callback}
-    assert_error(create(api, body), 400, "INVALID_DATA")
+    assert_error(create(api, body), 400, code)
 
 
 # --------------------------------------------------------------- bad requests
 def test_create_needs_a_json_content_type(api):
     body = json.dumps({"query": {"module": {"api_name": APPOINTMENTS}}})
     r = api.post("/crm/bulk/v7/read", content=body, headers={"Content-Type": "text/plain"})
-    assert r.status_code == 415, r.text
+    assert_error(r, 415, "MEDIA_TYPE_NOT_SUPPORTED")
     r = api.post("/crm/bulk/v7/read", data={"query": "x"})
-    assert r.status_code == 415, r.text
+    assert_error(r, 415, "MEDIA_TYPE_NOT_SUPPORTED")
     r = api.post("/crm/bulk/v7/read", content=body, headers={"Content-Type": "Application/JSON; charset=UTF-8"})
     assert r.status_code == 201, r.text
 
@@ -666,11 +701,13 @@ def test_bad_page_tokens_and_file_types_are_invalid_data(sandbox, api):
     assert_error(create(api, {"query": module, "file_type": "xlsx"}), 400, "INVALID_DATA")
 
 
-def test_an_unknown_job_answers_an_error_body(api):
-    for path in ("/crm/bulk/v7/read/1234567890", "/crm/bulk/v7/read/1234567890/result", "/crm/bulk/v7/read/no-such-job"):
+def test_an_unknown_job_is_resource_not_found(api):
+    """crm-oas v8.0 bulk_read.json: 404 ``RESOURCE_NOT_FOUND`` for the status, 400 for the result."""
+    for path, status_code in (("/crm/bulk/v7/read/1234567890", 404), ("/crm/bulk/v7/read/1234567890/result", 400), ("/crm/bulk/v7/read/no-such-job", 404)):
         r = api.get(path)
         assert "Traceback" not in r.text
-        assert_error(r, 400, "INVALID_DATA")
+        body = assert_error(r, status_code, "RESOURCE_NOT_FOUND")
+        assert body["details"]["resource"] in path
 
 
 def test_downloading_before_the_job_completes_is_an_error(sandbox):

@@ -175,15 +175,45 @@ async def test_a_job_id_seen_before_is_taken_as_a_new_job(sandbox, read, store):
 # ------------------------------------------------------------------ failures
 async def test_a_failed_job_raises_zohos_error_and_fails_the_run(sandbox, read, store):
     _, engine = store
-    fields = ["Appointment_Start_Time", "Status", "Modified_Time", "Booking_Id", "Not_A_Field__c"]
+    sandbox.config(bulk_job_failure_rate=1.0)  # the sandbox's fault injection: every job ends in FAILURE
     with pytest.raises(BulkReadFailedError) as failed:
-        await read(fields=fields)
-    assert (failed.value.code, failed.value.message) == ("INVALID_DATA", "invalid field")
-    assert failed.value.details == {"api_name": "Not_A_Field__c"}
+        await read()
+    assert (failed.value.code, failed.value.message) == ("INTERNAL_ERROR", "Internal Server Error")
     [run] = runs(engine)
     assert run.status == "failed"
     [job] = bulk_runs.run_jobs(engine, run.id)
-    assert (job.state, job.error_code) == ("FAILURE", "INVALID_DATA")
+    assert (job.state, job.error_code) == ("FAILURE", "INTERNAL_ERROR")
+    assert stored_ids(engine) == []
+
+
+#: Queries Zoho refuses when the job is created: flow parameters, Zoho's code, what the error names.
+REFUSED_AT_CREATE = [
+    ({"fields": ["Appointment_Start_Time", "Status", "Modified_Time", "Booking_Id", "Not_A_Field__c"]}, "FIELD_NOT_SUPPORTED", "field Not_A_Field__c of Appointments__s"),
+    ({"criteria": {"field": {"api_name": "Booking_Idx"}, "comparator": "equal", "value": "#AN-00001"}, "booking_field": "Booking_Idx", "fields": ["Appointment_Start_Time", "Status"]},
+     "INVALID_CRITERIA", "field Booking_Idx"),
+    ({"module": "Contacts", "fields": ["Last_Name"]}, "MODULE_NOT_SUPPORTED", "module Contacts"),
+]
+
+
+async def test_a_query_zoho_refuses_at_create_fails_the_run_naming_it(sandbox, read, store):
+    """crm-oas v8.0 bulk_read.json: an unknown field, criteria on a field the org does not have,
+    an unsupported module are refused with 400 when the job is created; the run fails at once
+    (no job, no retry) with an error naming the field, criterion or module. (One test, one
+    ZohoOAuth block: the session's Prefect server lists blocks in other tests.)"""
+    from zoho.errors import BulkReadRefusedError
+
+    _, engine = store
+    for i, (params, code, named) in enumerate(REFUSED_AT_CREATE, start=1):
+        with pytest.raises(BulkReadRefusedError) as refused:
+            await read(**params)
+        error = refused.value
+        assert (error.code, error.status_code, error.transient) == (code, 400, False)
+        assert error.message.startswith("Zoho refused the Bulk Read job: ") and named in error.message, error.message
+        stats = sandbox.stats()
+        assert stats["calls"].get("POST /crm/bulk/{version}/read") == i  # refused once each, not retried
+        assert stats["bulk_jobs_created"] == 0
+        assert len(runs(engine)) == i
+        assert all(run.status == "failed" and bulk_runs.run_jobs(engine, run.id) == [] for run in runs(engine))
     assert stored_ids(engine) == []
 
 

@@ -103,8 +103,9 @@ def test_usage_errors_are_one_line_exit_2(cli, args, needles):
 
 # -------------------------------------------------------------- failures: exit 1
 def test_missing_block_lists_the_blocks_of_its_type(cli, blocks):
-    code, out, err, _ = cli("token", "--block", "zoho-nope")
-    line = assert_clean(code, out, err, 1, "appt-sync token:", "no ZohoOAuth block named 'zoho-nope'", blocks.oauth, "appt-sync auth")
+    typo = blocks.oauth[:-1]  # one character short: its intended name is listed first, however many blocks exist
+    code, out, err, _ = cli("token", "--block", typo)
+    line = assert_clean(code, out, err, 1, "appt-sync token:", f"no ZohoOAuth block named '{typo}'", f"(blocks of that type: {blocks.oauth}", "appt-sync auth")
     assert "Unable to find block document" not in line
 
 

@@ -104,6 +104,7 @@ async def make_org(sandbox, tmp_path: Path) -> str:
     await AppointmentSyncConfig(
         oauth_block=f"crash-oauth-{tag}", bookings_time_zone="Asia/Kolkata", state_store_url=f"sqlite:///{tmp_path / 'state.db'}",
         bookings_past_days=35, bookings_future_days=60, scan_past_hours=7 * 24, scan_future_hours=15 * 24, scan_max_calls=100,
+        bookings_page_size=100,  # pages of 100: the runs' reads leave the Free plan's day enough for the 150 Bookings writes
     ).asave(f"crash-{tag}")  # fmt: skip
     return f"crash-{tag}"
 

@@ -42,7 +42,7 @@ def test_the_webhook_deployment_is_triggered_by_the_receivers_event():
     (trigger,) = hook.triggers
     assert trigger.expect == {"zoho.sync.requested"}
     assert trigger.match.model_dump().get("prefect.resource.id") == "zoho.sync.sync-acme"
-    assert set(trigger.parameters) == {"config_block", "crm_ids", "booking_ids"}
+    assert set(trigger.parameters) == {"config_block", "crm_ids", "booking_ids", "booking_states"}
 
 
 def test_cloud_webhook_templates_emit_the_receivers_event():
@@ -54,10 +54,13 @@ def test_cloud_webhook_templates_emit_the_receivers_event():
     crm = env.from_string((ROOT / "deployments" / "cloud" / "crm-notification.webhook.j2").read_text())
     event = json.loads(crm.render(body={"module": "Appointments__s", "operation": "update", "ids": ["111", "222"]}))
     assert event["event"] == "zoho.sync.requested" and event["resource"]["prefect.resource.id"] == "zoho.sync.sync-sandbox"
-    assert event["payload"] == {"config_block": "sync-sandbox", "crm_ids": ["111", "222"], "booking_ids": []}
+    assert event["payload"] == {"config_block": "sync-sandbox", "crm_ids": ["111", "222"], "booking_ids": [], "booking_states": {}}
     bk = env.from_string((ROOT / "deployments" / "cloud" / "bookings.webhook.j2").read_text())
     event = json.loads(bk.render(body={"booking_id": "#AN-00014"}))
-    assert event["payload"]["booking_ids"] == ["#AN-00014"]
+    assert event["payload"]["booking_ids"] == ["#AN-00014"] and event["payload"]["booking_states"] == {}
+    state = {"status": "CANCEL", "start_time": "01-Nov-2026 10:00:00", "time_zone": "Asia/Kolkata"}
+    event = json.loads(bk.render(body={"booking_id": "#AN-00014", **state}))
+    assert event["payload"]["booking_states"] == {"#AN-00014": state}
     # the sync-on-webhook trigger matches these events
     hook = next(d for d in build("sync-sandbox", "zoho-sandbox") if d.name == "sync-on-webhook")
     assert hook.triggers[0].match.model_dump()["prefect.resource.id"] == event["resource"]["prefect.resource.id"]

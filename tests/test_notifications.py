@@ -142,14 +142,23 @@ def test_get_lists_the_channels(sandbox, api, receiver):
     assert datetime.fromisoformat(listed[CHANNEL_ID]["channel_expiry"]) == datetime.fromisoformat(channel(receiver)["channel_expiry"])
 
 
-def test_a_channel_expiry_more_than_a_week_ahead_is_refused(sandbox, api, receiver):
-    refused(subscribe(api, channel(receiver, channel_expiry=expiry(timedelta(days=7, minutes=5)))), "INVALID_DATA")
-    refused(subscribe(api, channel(receiver, channel_expiry=expiry(timedelta(days=30)))), "INVALID_DATA")
+def test_a_channel_expiry_more_than_a_week_ahead_gives_one_hour(sandbox, api, receiver):
+    """Notifications docs (v7/v8): "If channel_expiry is not specified or set for more than a
+    week, the default expiry time is for one hour": silently, no error."""
     refused(subscribe(api, channel(receiver, channel_expiry=expiry(-timedelta(minutes=5)))), "INVALID_DATA")
     refused(subscribe(api, channel(receiver, channel_expiry="next week")), "INVALID_DATA")
-
     assert api.get(WATCH).status_code == 204
+
+    for ahead in (timedelta(days=7, minutes=5), timedelta(days=30), None):
+        entry = channel(receiver, channel_expiry=expiry(ahead)) if ahead else {k: v for k, v in channel(receiver).items() if k != "channel_expiry"}
+        subscribed(api, entry)
+        (listed,) = api.get(WATCH).json()["watch"]
+        got = datetime.fromisoformat(listed["channel_expiry"])
+        assert abs(got - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(minutes=1), (ahead, got)
+
     subscribed(api, channel(receiver, channel_expiry=expiry(timedelta(days=6, hours=23))))
+    (listed,) = api.get(WATCH).json()["watch"]
+    assert datetime.fromisoformat(listed["channel_expiry"]) == datetime.fromisoformat(expiry(timedelta(days=6, hours=23)))
 
 
 def test_a_token_longer_than_50_characters_is_refused(sandbox, api, receiver):

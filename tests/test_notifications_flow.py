@@ -33,9 +33,9 @@ def unique(prefix: str) -> str:
 
 
 def watch_writes(sandbox) -> int:
-    """How many ``POST``/``PATCH`` calls reached ``actions/watch`` (sandbox counters)."""
+    """How many ``POST``/``PUT``/``PATCH`` calls reached ``actions/watch`` (sandbox counters)."""
     calls = sandbox.stats()["calls"]
-    return sum(n for label, n in calls.items() if label.endswith("/actions/watch") and label.split()[0] in ("POST", "PATCH"))
+    return sum(n for label, n in calls.items() if label.endswith("/actions/watch") and label.split()[0] in ("POST", "PUT", "PATCH"))
 
 
 def zoho_channels(sandbox) -> dict[str, dict[str, Any]]:

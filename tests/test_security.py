@@ -21,6 +21,11 @@
   and ``python -m deployments.webhook`` binds 127.0.0.1 unless told otherwise. The
   Prefect server, sandbox and receiver that ``deployments/stack.py`` starts bind
   127.0.0.1, and so does the sandbox's command line by default.
+* **The Bulk Read callback secret** (issue 14, B6): ``bulk-read`` takes the callback
+  route and the name of a Secret block, builds the URL with ``?secret=`` inside the run
+  (the sandbox's callback arrives with it), and no flow run, task run, log, event,
+  artifact or block document the Prefect API shows holds the secret; a ``callback_url``
+  that carries one is refused before any Zoho call.
 * **SQL**: strings full of SQL metacharacters go through every text field that
   reaches the state store and come back byte for byte, with every table and its row
   count intact.
@@ -395,6 +400,81 @@ def test_the_sandbox_command_line_binds_loopback_by_default(monkeypatch):
     assert served == [("127.0.0.1", 8900), ("0.0.0.0", 8900)]
 
 
+# ======================================================== the Bulk Read callback secret
+@pytest.fixture
+async def sandbox_block(sandbox, prefect_api) -> str:
+    """A saved ZohoOAuth block for the sandbox; its name."""
+    import uuid
+
+    from pydantic import SecretStr
+
+    from blocks import ZohoOAuth
+
+    name = f"cb-{uuid.uuid4().hex[:8]}"
+    await ZohoOAuth(client_id=sandbox.creds["client_id"], client_secret=SecretStr(sandbox.creds["client_secret"]),
+                    refresh_token=SecretStr(sandbox.creds["refresh_token"]), data_centre="CUSTOM", base_url=sandbox.url).asave(name)
+    return name
+
+
+async def test_the_callback_secret_is_built_in_the_run_and_never_a_flow_run_parameter(sandbox, sandbox_block, _receiver_server, prefect_api, tmp_path):
+    """Issue 14, B6: ``bulk-read`` takes the callback route and a Secret block's name; Zoho gets the URL with
+    ``?secret=`` (the callback arrives with it), and nothing Prefect keeps holds the secret."""
+    import secrets
+    import uuid
+
+    from prefect.blocks.system import Secret
+
+    from flows.bulk_read import bulk_read
+
+    callback_secret, secret_block = "cb-" + secrets.token_urlsafe(24), f"cb-secret-{uuid.uuid4().hex[:8]}"
+    await Secret(value=callback_secret).asave(secret_block)
+    _receiver_server.received.clear()
+    route = f"{_receiver_server.url}/zoho/crm/bulk-read/callback"
+    result = await bulk_read(oauth_block=sandbox_block, store_url=f"sqlite:///{tmp_path / 'state.db'}", work_dir=str(tmp_path / "work"),
+                             callback_url=route, callback_secret_block=secret_block, poll_seconds=0.1, poll_max_seconds=1.0, timeout_seconds=60)
+    assert result["records"] == 300
+    sandbox.drain()
+    called = _receiver_server.wait_for(lambda item: item["path"] == "/zoho/crm/bulk-read/callback")
+    assert called["query"] == {"secret": callback_secret}  # the URL Zoho called was built inside the run
+
+    corpus, _ = prefect_corpus(prefect_api)
+    assert [where for where, text in corpus.items() if callback_secret in text] == []
+    assert secret_block in corpus["flow_runs"] and route in corpus["flow_runs"]  # the parameters hold the references
+
+
+async def test_a_callback_url_carrying_its_secret_is_refused_before_any_call(sandbox, sandbox_block, prefect_api, tmp_path):
+    from flows.bulk_read import CallbackSecretInParametersError, bulk_read
+
+    for url in ("https://hooks.example.com/zoho/crm/bulk-read/callback?secret=s3cr3t-in-url", "https://user:s3cr3t-in-url@hooks.example.com/cb"):
+        with pytest.raises(CallbackSecretInParametersError) as refused:
+            await bulk_read(oauth_block=sandbox_block, store_url=f"sqlite:///{tmp_path / 'state.db'}", work_dir=str(tmp_path / "work"), callback_url=url)
+        assert "s3cr3t-in-url" not in str(refused.value) and "callback_secret_block" in str(refused.value)
+    assert sandbox.stats()["bulk_jobs_created"] == 0
+
+
+async def test_callback_target_takes_the_secret_by_reference(prefect_api, monkeypatch):
+    import uuid
+
+    from prefect.blocks.system import Secret
+
+    from flows.bulk_read import CALLBACK_SECRET_ENV, callback_target
+
+    route = "https://hooks.example.com/zoho/crm/bulk-read/callback"
+    monkeypatch.delenv(CALLBACK_SECRET_ENV, raising=False)
+    assert await callback_target(None) is None
+    assert await callback_target(route) == route  # nothing to add
+    monkeypatch.setenv(CALLBACK_SECRET_ENV, "from-env")
+    assert await callback_target(route) == route + "?secret=from-env"  # the receiver's own setting, in its environment
+    assert await callback_target(route + "?org=acme") == route + "?org=acme&secret=from-env"
+    plain, url = f"cb-{uuid.uuid4().hex[:8]}", f"cb-{uuid.uuid4().hex[:8]}"
+    await Secret(value="from-block").asave(plain)
+    await Secret(value="https://api.prefect.cloud/hooks/AbCdEf123").asave(url)  # a Prefect Cloud webhook: the URL is the credential
+    assert await callback_target(route, plain) == route + "?secret=from-block"  # the block wins over the environment
+    assert await callback_target(None, url) == "https://api.prefect.cloud/hooks/AbCdEf123"
+    with pytest.raises(ValueError, match="give callback_url"):
+        await callback_target(None, plain)
+
+
 # ============================================================================== SQL
 META = [
     "'; DROP TABLE crm_appointments; --",
@@ -512,17 +592,22 @@ def test_sql_metacharacters_round_trip_through_every_text_field_of_the_store(tmp
     engine.dispose()
 
 
-async def test_sql_metacharacters_in_webhook_ids_reach_the_event_and_the_store_unchanged(tmp_path):
+async def test_sql_metacharacters_in_webhook_ids_are_dropped_and_job_ids_reach_the_store_unchanged(tmp_path):
+    """CRM record ids (digits) and booking ids (``#AN-00014``) with SQL metacharacters are no ids: the
+    receiver drops them (issue 14, B3) and queues the real id next to them; Bulk Read job ids are
+    taken as sent and come back from the store byte for byte."""
     r = make_receiver(tmp_path)
     try:
-        response = await r.call("crm", TOKEN, {**NOTIFICATION, "ids": META})
+        response = await r.call("crm", TOKEN, {**NOTIFICATION, "ids": [*META, "111"]})
         assert response.status_code == 202
+        assert response.json()["accepted"] == 1 and response.json()["dropped_count"] == len(META)
         (notified,) = [p for e, _, p in r.events if e == "zoho.crm.notification"]
-        assert notified["ids"] == META and r.app.state.coalescer.pending["crm_ids"] == set(META)
+        assert notified["ids"] == ["111"] and r.app.state.coalescer.pending["crm_ids"] == {"111"}
+        assert (await r.call("crm", TOKEN, {**NOTIFICATION, "ids": META})).status_code == 422  # no id at all: nothing queued
         for m in META:
-            assert (await r.call("bookings", SECRET, {**BOOKING, "booking_id": m})).status_code == 202
-        assert [p["booking_id"] for e, _, p in r.events if e == "zoho.bookings.webhook"] == META
-        assert r.app.state.coalescer.pending["booking_ids"] == set(META)
+            assert (await r.call("bookings", SECRET, {**BOOKING, "booking_id": m})).status_code == 422, m
+        assert [e for e, _, _ in r.events if e == "zoho.bookings.webhook"] == []
+        assert not r.app.state.coalescer.pending["booking_ids"]
         before = table_counts(r.engine)
         for m in META:
             record_job_created(r.engine, m, 1, m, m, m)

@@ -284,3 +284,28 @@ def test_same_state_compares_instants_to_the_second_and_canonical_statuses():
     assert not same_state(START, "WEIRD", stored)
     with pytest.raises(ValueError, match="naive"):
         same_state(START.replace(tzinfo=None), "UPCOMING", stored)
+
+
+# ----------------------------------------------------------------------------- the state goes on to the run
+async def test_a_queued_booking_carries_its_latest_reported_state_to_the_sync_request(make):
+    """An echo can arrive before the write's answer is stored: the receiver then queues it, with what
+    the webhook reported, and the sync run checks that again once the writing run has committed."""
+    r = await make()
+    await r.post(webhook(start_time="01-Nov-2026 11:00:00"))  # not what the store holds (yet)
+    await r.post(webhook(start_time="01-Nov-2026 12:00:00", status="CANCEL"))  # the latest wins
+    other = "#AN-77"
+    await r.post(webhook(booking_id=other, status=None))  # no state: none passed on
+    assert r.coalescer.flush() == 1
+    (request,) = r.events.named("zoho.sync.requested")
+    assert sorted(request["booking_ids"]) == sorted([other, BOOKING])
+    assert request["booking_states"] == {BOOKING: {"status": "CANCEL", "start_time": "01-Nov-2026 12:00:00", "time_zone": "Asia/Kolkata"}}
+    assert r.coalescer.states == {}  # forgotten once emitted
+
+
+async def test_a_later_webhook_without_a_state_forgets_the_earlier_one(make):
+    r = await make()
+    await r.post(webhook(start_time="01-Nov-2026 11:00:00"))
+    await r.post(webhook(start_time=None))
+    r.coalescer.flush()
+    (request,) = r.events.named("zoho.sync.requested")
+    assert request["booking_ids"] == [BOOKING] and request["booking_states"] == {}

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
-from typing import AsyncGenerator, Protocol
+from typing import AsyncGenerator, Iterable, Protocol
 
 import httpx
 from pydantic import SecretStr
 
-from .errors import InvalidTokenError
+from .errors import ForeignHostError, InvalidTokenError, origin_of
 from .models import TokenResponse
 
 #: Refresh a token this long before it expires.
@@ -93,8 +93,38 @@ def is_invalid_token(response: httpx.Response) -> bool:
     return code in ("INVALID_TOKEN", "AUTHENTICATION_FAILURE")
 
 
+#: Default port per scheme, so ``https://host`` and ``https://host:443`` are one origin.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_key(url: httpx.URL | str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, lower-cased, the port filled in for http and https:
+    what must match for two URLs to be the same origin (same server)."""
+    u = httpx.URL(url)
+    scheme = u.scheme.lower()
+    return scheme, u.host.lower(), u.port or _DEFAULT_PORTS.get(scheme)
+
+
+def check_own_host(url: httpx.URL | str, allowed: Iterable[httpx.URL | str]) -> None:
+    """Raise :class:`~zoho.errors.ForeignHostError` unless ``url`` has the origin (scheme, host and
+    port: :func:`origin_key`) of one of ``allowed`` (the organisation's API domain). The error text
+    names origins only, never a path or query."""
+    allowed = list(allowed)
+    if origin_key(url) not in {origin_key(a) for a in allowed}:
+        own = ", ".join(sorted({origin_of(a) for a in allowed}))
+        raise ForeignHostError(
+            "FOREIGN_HOST", f"refused to send the access token to {origin_of(url)}: not the organisation's API domain ({own})",
+            {"url": origin_of(url), "allowed": own},
+        )
+
+
 class ZohoAuth(httpx.Auth):
     """``httpx.Auth`` adding ``Zoho-oauthtoken`` from a :class:`TokenProvider`; async clients only.
+
+    ``origins``: the base URLs the token may go to (the API domain of CRM and Bookings);
+    a request to any other scheme, host or port raises
+    :class:`~zoho.errors.ForeignHostError` before a token is fetched or anything is sent.
+    None: no check (a caller that guards its URLs itself).
 
     On a 401 ``INVALID_TOKEN`` answer it asks the provider for a new token
     (``rejected=`` the refused one) and repeats the request once; a second 401 is
@@ -105,10 +135,13 @@ class ZohoAuth(httpx.Auth):
     :class:`~zoho.errors.TokenThrottledError`) propagates.
     """
 
-    def __init__(self, provider: TokenProvider) -> None:
+    def __init__(self, provider: TokenProvider, origins: Iterable[str] | None = None) -> None:
         self.provider = provider
+        self.origins = tuple(origins) if origins is not None else None
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self.origins is not None:
+            check_own_host(request.url, self.origins)
         token = await self.provider.get_access_token()
         request.headers["Authorization"] = f"Zoho-oauthtoken {token.get_secret_value()}"
         response = yield request

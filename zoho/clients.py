@@ -21,16 +21,19 @@ from datetime import datetime
 from typing import IO, Any, Iterable, Sequence
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from . import usage
-from .auth import TokenProvider, ZohoAuth
+from .auth import TokenProvider, ZohoAuth, check_own_host
 from .datacentres import Endpoints
 from .errors import (
+    InvalidBookingError,
+    InvalidDataError,
     NotFoundError,
     ZohoError,
     accounts_error,
     bookings_error,
+    bulk_read_refused,
     crm_error,
     endpoint_of,
     error_from_response,
@@ -48,6 +51,7 @@ from .models import (
     RecordsPage,
     TokenResponse,
     WatchChannel,
+    booking_problems,
 )
 from .timefmt import to_bookings, to_crm
 
@@ -55,6 +59,29 @@ from .timefmt import to_bookings, to_crm
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: Records per ``PUT`` (Zoho's limit, seeds 002/004).
 MAX_UPDATE_RECORDS = 100
+#: Most characters of one ``?ids=`` value, URL-encoded: 100 ids of 25 digits and their commas
+#: (``%2C``) fit, and the whole URL stays far under the 8 KB request lines servers and proxies take.
+MAX_IDS_QUERY_CHARS = 3_000
+
+
+def chunk_ids(ids: Sequence[str], per_call: int = 100, max_chars: int = MAX_IDS_QUERY_CHARS) -> list[list[str]]:
+    """``ids`` in order, cut into chunks for ``GET ...?ids=``: at most ``per_call`` ids and ``max_chars``
+    URL-encoded characters (ids and ``%2C`` separators) each. Raises ``ValueError`` (naming the
+    length, not the id) for an id that alone is longer than ``max_chars``: no request could carry it."""
+    from urllib.parse import quote
+
+    chunks: list[list[str]] = []
+    size = 0
+    for i in ids:
+        length = len(quote(i, safe=""))
+        if length > max_chars:
+            raise ValueError(f"a record id of {len(i):,} characters cannot be read by id (ids are at most {max_chars:,} URL characters)")
+        if not chunks or len(chunks[-1]) >= per_call or size + 3 + length > max_chars:
+            chunks.append([])
+            size = -3
+        chunks[-1].append(i)
+        size += 3 + length
+    return chunks
 
 
 async def _send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -63,6 +90,26 @@ async def _send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -
         return await http.request(method, url, **kwargs)
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise transport_error(exc, method, url) from exc
+
+
+def own_url(base_url: str, url: str) -> httpx.URL:
+    """``url`` resolved against ``base_url`` (a path is appended to it, as Zoho's relative
+    ``download_url`` is meant), checked to be on ``base_url``'s origin (scheme, host, port).
+
+    Raises :class:`~zoho.errors.ForeignHostError` for another origin (a scheme-relative
+    ``//host/...`` included) and ``ZohoError`` ``INVALID_DOWNLOAD_URL`` for text that is no URL;
+    neither error quotes more than the URL's origin.
+    """
+    base = base_url.rstrip("/")
+    try:
+        if url.startswith("/") and not url.startswith("//"):
+            resolved = httpx.URL(f"{base}{url}")
+        else:
+            resolved = httpx.URL(f"{base}/").join(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ZohoError("INVALID_DOWNLOAD_URL", f"the Bulk Read download_url ({len(url):,} characters) is not a URL") from None
+    check_own_host(resolved, [base])
+    return resolved
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -96,6 +143,15 @@ class AccountsClient:
         self.base_url = base_url.rstrip("/")
 
     async def _token_call(self, form: dict[str, str]) -> TokenResponse:
+        """``POST {accounts}/oauth/v2/token`` with ``form``: the validated answer.
+
+        Raises the typed Accounts error for an ``error`` answer, ``ZohoError``
+        ``UNEXPECTED_ANSWER`` without an ``access_token``, and ``ZohoError``
+        ``INVALID_TOKEN_ANSWER`` when the answer does not validate: its text names
+        each bad field and pydantic's error type only, never a value (the answer
+        holds the token), and it is raised ``from None``, so no traceback shows
+        pydantic's error either.
+        """
         response = await _send(self.http, "POST", f"{self.base_url}/oauth/v2/token", data=form)
         body = _json_or_none(response)
         if isinstance(body, dict) and "error" in body:
@@ -103,7 +159,17 @@ class AccountsClient:
         _raise_for(response)
         if not isinstance(body, dict) or not body.get("access_token"):
             raise _unexpected(response, "the token answer has no access_token")
-        return TokenResponse.model_validate(body)
+        try:
+            return TokenResponse.model_validate(body)
+        except ValidationError as exc:
+            # Field and error type only; a value_error's text is TokenResponse's own words (it quotes nothing).
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg'] if e['type'] == 'value_error' else e['type']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ZohoError(
+                "INVALID_TOKEN_ANSWER", f"the token answer does not validate ({fields})", {}, response.status_code, endpoint_of(response.request)
+            ) from None
 
     async def refresh(self, client_id: str, client_secret: SecretStr, refresh_token: SecretStr) -> TokenResponse:
         """``grant_type=refresh_token``: a new access token (1 hour) and the ``api_domain``."""
@@ -162,11 +228,23 @@ class CrmClient:
 
     # ---------------------------------------------------------- Bulk Read
     async def create_bulk_read(self, request: BulkReadRequest) -> BulkReadJob:
-        """``POST /crm/bulk/{version}/read``: the new job (state ``ADDED``)."""
-        response = await self._call("POST", f"/crm/bulk/{self.version}/read", json=request.to_json())
+        """``POST /crm/bulk/{version}/read``: the new job (state ``ADDED``).
+
+        Zoho refuses a job it could not run when it is created (crm-oas v8.0 ``bulk_read.json``:
+        400 ``INVALID_CRITERIA``, ``FIELD_NOT_SUPPORTED``, ``MODULE_NOT_SUPPORTED``...; 415
+        ``MEDIA_TYPE_NOT_SUPPORTED``), top-level or in ``data[0]``: raised as
+        :class:`~zoho.errors.BulkReadRefusedError`, its message naming the field, module or
+        criterion (not transient: never retried). Token, scope, limit and server errors keep
+        their own types.
+        """
+        try:
+            response = await self._call("POST", f"/crm/bulk/{self.version}/read", json=request.to_json())
+        except (InvalidDataError, NotFoundError) as exc:
+            raise bulk_read_refused(exc) from exc
         entry = response.json()["data"][0]
         if entry.get("status") != "success":
-            raise crm_error(entry, response.status_code, endpoint_of(response.request))
+            error = crm_error(entry, response.status_code, endpoint_of(response.request))
+            raise bulk_read_refused(error) if isinstance(error, InvalidDataError) else error
         return BulkReadJob.model_validate(entry["details"])
 
     async def get_bulk_read(self, job_id: str) -> BulkReadJob:
@@ -175,11 +253,16 @@ class CrmClient:
         return BulkReadJob.model_validate(response.json()["data"][0])
 
     async def download_bulk_result(self, download_url: str, sink: IO[bytes], chunk_size: int = 1 << 20) -> int:
-        """Stream the job's zip (``download_url``, relative to the API domain) into ``sink``; returns bytes written.
+        """Stream the job's zip (``download_url``) into ``sink``; returns bytes written.
 
-        Raises :class:`~zoho.errors.RateLimitedError` past 10 downloads a minute.
+        ``download_url`` is relative to the API domain (``/crm/bulk/v7/read/{id}/result``, as
+        Zoho sends it) or absolute on the API domain itself; the access token goes to the
+        API domain only. Raises :class:`~zoho.errors.ForeignHostError` (nothing sent) when the
+        URL's scheme, host or port is not the API domain's (a forged callback's), ``ZohoError``
+        ``INVALID_DOWNLOAD_URL`` when it is no URL, :class:`~zoho.errors.RateLimitedError`
+        past 10 downloads a minute.
         """
-        url = download_url if download_url.startswith("http") else f"{self.base_url}{download_url}"
+        url = own_url(self.base_url, download_url)
         request = self.http.build_request("GET", url)
         try:
             response = await self.http.send(request, auth=self.auth, stream=True)
@@ -239,12 +322,13 @@ class CrmClient:
             raise _unexpected(response, "the records answer is not a JSON object")
         return RecordsPage.model_validate(payload)
 
-    async def get_record(self, module: str, record_id: str) -> dict[str, Any]:
-        """``GET /crm/{version}/{module}/{id}``: the record.
+    async def get_record(self, module: str, record_id: str, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """``GET /crm/{version}/{module}/{id}``: the record (only ``fields``, and ``id``, when given).
 
         Raises :class:`~zoho.errors.NotFoundError` when Zoho answers 204 (no such record).
         """
-        response = await self._call("GET", f"/crm/{self.version}/{module}/{record_id}")
+        params = {"fields": ",".join(fields)} if fields else None
+        response = await self._call("GET", f"/crm/{self.version}/{module}/{record_id}", params=params)
         payload = _json_or_none(response)
         if response.status_code == 204 or not isinstance(payload, dict) or not payload.get("data"):
             raise NotFoundError("NO_CONTENT", f"no {module} record {record_id}", {}, response.status_code, endpoint_of(response.request))
@@ -277,27 +361,56 @@ class CrmClient:
         return response.json()["fields"]
 
     # ------------------------------------------------------ notifications
-    async def watch(self, channels: Sequence[WatchChannel]) -> list[RecordResult]:
-        """``POST /crm/{version}/actions/watch``: subscribe channels; per-channel results.
+    # Zoho CRM Notification APIs (v7/v8 docs, crm-oas v8.0 ``notifications.json``): POST
+    # subscribes, PUT updates a channel and replaces its details, PATCH changes only what is
+    # given (``"_delete_events": true`` removes the listed events), GET lists, DELETE
+    # unsubscribes. A ``channel_expiry`` left out or more than a week ahead gives one hour,
+    # silently: read the expiry back (:meth:`get_channel`) after writing one.
+    async def _watch_write(self, method: str, entries: list[dict[str, Any]]) -> list[RecordResult]:
+        """``{method} /crm/{version}/actions/watch`` with ``{"watch": entries}``; per-channel results in order.
 
         A per-channel failure is a :class:`RecordResult` with ``status: error``; a
         top-level failure raises the typed error.
         """
-        response = await _send(
-            self.http, "POST", f"{self.base_url}/crm/{self.version}/actions/watch", auth=self.auth,
-            json={"watch": [c.to_json() for c in channels]},
-        )
+        response = await _send(self.http, method, f"{self.base_url}/crm/{self.version}/actions/watch", auth=self.auth, json={"watch": entries})
         payload = _json_or_none(response)
         if isinstance(payload, dict) and isinstance(payload.get("watch"), list):
             return [RecordResult.model_validate(e) for e in payload["watch"]]
         _raise_for(response)
         raise _unexpected(response, "the watch answer has no per-channel results")
 
+    async def watch(self, channels: Sequence[WatchChannel]) -> list[RecordResult]:
+        """``POST /crm/{version}/actions/watch``: subscribe channels; per-channel results (see :meth:`_watch_write`)."""
+        return await self._watch_write("POST", [c.to_json() for c in channels])
+
+    async def update_watch(self, channels: Sequence[WatchChannel]) -> list[RecordResult]:
+        """``PUT /crm/{version}/actions/watch``: update subscribed channels, replacing their details
+        (events, ``notify_url``, token, ``channel_expiry``: what a channel leaves out takes Zoho's
+        default, e.g. no token, one hour). The verb to renew a channel that is still active."""
+        return await self._watch_write("PUT", [c.to_json() for c in channels])
+
+    async def patch_watch(self, changes: Sequence[dict[str, Any]]) -> list[RecordResult]:
+        """``PATCH /crm/{version}/actions/watch``: change only the given keys of each channel
+        (``{"channel_id": ..., "channel_expiry": ...}``); ``events`` given are added."""
+        return await self._watch_write("PATCH", [dict(c) for c in changes])
+
+    async def unwatch_events(self, channel_id: int | str, events: Sequence[str]) -> list[RecordResult]:
+        """``PATCH`` with ``"_delete_events": true``: stop notifying ``events`` on the channel (the rest stay)."""
+        return await self._watch_write("PATCH", [{"channel_id": channel_id, "events": list(events), "_delete_events": True}])
+
     async def get_watch(self) -> list[dict[str, Any]]:
         """``GET /crm/{version}/actions/watch``: active channels (empty when none)."""
         response = await self._call("GET", f"/crm/{self.version}/actions/watch")
         payload = _json_or_none(response)
         return payload.get("watch", []) if isinstance(payload, dict) else []
+
+    async def get_channel(self, channel_id: int | str) -> dict[str, Any] | None:
+        """The active channel ``channel_id`` as ``GET /crm/{version}/actions/watch?channel_id=`` lists it
+        (``channel_expiry`` is the expiry Zoho set, not the one asked for), or None."""
+        response = await self._call("GET", f"/crm/{self.version}/actions/watch", params={"channel_id": str(channel_id)})
+        payload = _json_or_none(response)
+        listed = payload.get("watch", []) if isinstance(payload, dict) else []
+        return next((c for c in listed if isinstance(c, dict) and str(c.get("channel_id")) == str(channel_id)), None)
 
     async def unwatch(self, channel_ids: Sequence[str | int]) -> list[RecordResult]:
         """``DELETE /crm/{version}/actions/watch?channel_ids=``: unsubscribe."""
@@ -311,7 +424,16 @@ class CrmClient:
 class BookingsClient:
     """Zoho Bookings v1 (``{api}/bookings/v1/json``); answers use ``{"response": {...}}``.
 
-    A ``status: failure`` answer (HTTP 200) raises :class:`~zoho.errors.BookingsError`.
+    A failure raises :class:`~zoho.errors.BookingsError` (HTTP 200; typed by
+    :func:`~zoho.errors.bookings_error` otherwise: 401, the daily limit, 429, 5xx) in
+    both shapes Zoho shows (zoho-api-notes "More contract points"; public clients check
+    both: Pipedream's ``zoho_bookings`` reschedule action, the Activepieces piece):
+    ``{"response": {"returnvalue": {"message": ...}, "status": "failure"}}`` and a failure
+    inside a success, ``{"response": {"returnvalue": {"status": "failure", "message": ...},
+    "status": "success"}}``. A booking in an answer that cannot be read (a missing or
+    non-string field, an unknown ``time_zone``, a time that does not parse) raises
+    :class:`~zoho.errors.InvalidBookingError` for one booking; a ``fetchappointment``
+    page keeps its readable bookings and lists the others in ``rejected``.
     """
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, auth: httpx.Auth | None) -> None:
@@ -324,17 +446,39 @@ class BookingsClient:
         response = await _send(self.http, method, f"{self.base_url}/{name}", auth=self.auth, **kwargs)
         body = _json_or_none(response)
         if isinstance(body, dict) and isinstance(body.get("response"), dict):
-            if body["response"].get("status") != "success" or response.status_code >= 400:
+            envelope = body["response"]
+            value = envelope.get("returnvalue")
+            nested_failure = isinstance(value, dict) and str(value.get("status", "")).lower() == "failure"
+            if envelope.get("status") != "success" or nested_failure or response.status_code >= 400:
                 raise bookings_error(body, response.status_code, endpoint_of(response.request), retry_after_of(response))
-            return body["response"].get("returnvalue")
+            return value
         _raise_for(response)
         if allow_empty and response.status_code == 204:
             return None
         raise _unexpected(response, "the answer has no response envelope")
 
+    @staticmethod
+    def _booking(value: Any, endpoint: str, asked: str | None = None) -> Booking:
+        """``value`` (a ``returnvalue``) as a :class:`Booking`, or :class:`InvalidBookingError`
+        naming the booking (the one in the answer, else the one ``asked`` for) and what was wrong."""
+        try:
+            return Booking.model_validate(value)
+        except ValidationError as exc:
+            raw_id = value.get("booking_id") if isinstance(value, dict) else None
+            booking_id = raw_id if isinstance(raw_id, str) and raw_id else asked
+            problems = booking_problems(exc)
+            raise InvalidBookingError(
+                "INVALID_BOOKING", f"booking {booking_id or '?'} cannot be read: {problems}", {"booking_id": booking_id, "problems": problems}, 200, endpoint
+            ) from None
+
     async def get_appointment(self, booking_id: str) -> Booking:
-        """``GET getappointment?booking_id=`` (the ``#`` of ``#AN-00014`` is URL-encoded)."""
-        return Booking.model_validate(await self._call("GET", "getappointment", params={"booking_id": booking_id}))
+        """``GET getappointment?booking_id=`` (the ``#`` of ``#AN-00014`` is URL-encoded).
+
+        Raises :class:`~zoho.errors.BookingsError` when Bookings refuses (either failure
+        shape), :class:`~zoho.errors.InvalidBookingError` when the booking cannot be read.
+        """
+        value = await self._call("GET", "getappointment", params={"booking_id": booking_id})
+        return self._booking(value, "GET /bookings/v1/json/getappointment", booking_id)
 
     async def fetch_appointments(
         self,
@@ -351,7 +495,17 @@ class BookingsClient:
         """``POST fetchappointment``: bookings starting in [``from_time``, ``to_time``]
         (aware; sent as ``dd-MMM-yyyy HH:mm:ss`` in the workspace's ``time_zone``).
 
-        An empty answer (HTTP 204) is an empty page.
+        Zoho documents no time zone for ``from_time``/``to_time``; this assumes the
+        workspace's own (the sandbox reads them in its ``org_time_zone``), so
+        ``time_zone`` must be the workspace's IANA zone (the config block's
+        ``bookings_time_zone``, set at onboarding). A wrong zone shifts the window by
+        the zones' difference: bookings near its ends are missed or read twice.
+
+        ``per_page`` defaults to 50 (paging is not documented; a public client caps it at 50;
+        100 halves the calls where the workspace accepts it). An empty answer (HTTP 204, what a
+        public client expects of an empty page) is an empty page. Bookings that cannot be read
+        are the page's ``rejected`` (:class:`~zoho.models.BookingsPage`), the rest are read; an
+        answer that is no page at all raises :class:`~zoho.errors.ZohoError` ``UNEXPECTED_ANSWER``.
         """
         form: dict[str, Any] = {
             "from_time": to_bookings(from_time, time_zone),
@@ -363,7 +517,10 @@ class BookingsClient:
             if value:
                 form[key] = value
         value = await self._call("POST", "fetchappointment", allow_empty=True, data=form)
-        return BookingsPage.model_validate(value or {})
+        try:
+            return BookingsPage.model_validate(value or {})
+        except ValidationError as exc:
+            raise ZohoError("UNEXPECTED_ANSWER", f"the fetchappointment answer is not a page: {booking_problems(exc)}", {}, 200, "POST /bookings/v1/json/fetchappointment") from None
 
     async def reschedule_appointment(
         self,
@@ -390,11 +547,13 @@ class BookingsClient:
             form["group_id"] = group_id
         if len(form) == 1:
             raise ValueError("reschedule_appointment needs start, staff_id or group_id")
-        return Booking.model_validate(await self._call("POST", "rescheduleappointment", data=form))
+        value = await self._call("POST", "rescheduleappointment", data=form)
+        return self._booking(value, "POST /bookings/v1/json/rescheduleappointment", booking_id)
 
     async def update_appointment(self, booking_id: str, action: BookingAction) -> Booking:
         """``POST updateappointment``: ``completed``, ``cancel`` or ``noshow``."""
-        return Booking.model_validate(await self._call("POST", "updateappointment", data={"booking_id": booking_id, "action": action}))
+        value = await self._call("POST", "updateappointment", data={"booking_id": booking_id, "action": action})
+        return self._booking(value, "POST /bookings/v1/json/updateappointment", booking_id)
 
 
 class ZohoClient:
@@ -420,7 +579,8 @@ class ZohoClient:
         hooks = self.http.event_hooks
         if usage.admit not in hooks["request"]:  # count and limit every call (zoho.usage); once per pool
             self.http.event_hooks = {"request": [*hooks["request"], usage.admit], "response": [*hooks["response"], usage.record]}
-        auth = ZohoAuth(provider) if provider is not None else None
+        # The token goes to the organisation's API domain only (CRM and Bookings share it).
+        auth = ZohoAuth(provider, origins=(endpoints.crm, endpoints.bookings)) if provider is not None else None
         self.accounts = AccountsClient(self.http, endpoints.accounts)
         self.crm = CrmClient(self.http, endpoints.crm, auth, crm_version)
         self.bookings = BookingsClient(self.http, endpoints.bookings, auth)

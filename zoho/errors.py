@@ -154,7 +154,15 @@ class ServerError(ZohoError):
 
 
 class BookingsError(ZohoError):
-    """Zoho Bookings answered ``status: failure``; ``message`` is its ``returnvalue.message``."""
+    """Zoho Bookings answered ``status: failure`` (outside, or inside ``returnvalue`` under an
+    outer ``success``); ``message`` is its ``returnvalue.message``."""
+
+
+class InvalidBookingError(ZohoError):
+    """A booking Zoho answered with cannot be read (a missing or non-string field, an unknown
+    ``time_zone``, a time that does not parse): code ``INVALID_BOOKING``, ``details``:
+    ``booking_id`` (None when it has none) and ``problems`` (one line, field by field). Not
+    transient: asking again gives the same booking until someone fixes it in Bookings."""
 
 
 class TransportError(ZohoError):
@@ -228,6 +236,7 @@ _BY_CODE: dict[str, type[ZohoError]] = {
     "DEPENDENT_MISMATCH": DependentFieldError,
     "DEPENDENT_FIELD_MISMATCH": DependentFieldError,
     "INVALID_URL_PATTERN": NotFoundError,
+    "RESOURCE_NOT_FOUND": NotFoundError,
     "TOO_MANY_REQUESTS": RateLimitedError,
     "INTERNAL_ERROR": ServerError,
 }
@@ -348,17 +357,26 @@ def error_from_response(response: httpx.Response) -> ZohoError:
 
 
 def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_after: float | None = None) -> ZohoError:
-    """The typed error for a Bookings ``{"response": {... "status": "failure"}}`` body.
+    """The typed error for a Bookings failure body, in either shape Zoho shows (zoho-api-notes,
+    "More contract points"; Pipedream's ``zoho_bookings`` and the Activepieces piece check both):
+    ``{"response": {"returnvalue": {"message": ...}, "status": "failure"}}`` or a failure inside
+    a success, ``{"response": {"returnvalue": {"status": "failure", "message": ...}, "status": "success"}}``.
 
-    401 (or an ``INVALID_TOKEN`` / ``OAUTH_SCOPE_MISMATCH`` code) -> token errors, the
-    day's limit (:func:`is_limit_answer`) -> :class:`ApiLimitError`, another 429 ->
+    ``message``: ``returnvalue.message`` (else ``response.errormessage``, else the returnvalue
+    itself; at most 500 characters); ``code``: ``returnvalue.code`` when given (Zoho documents
+    none; the sandbox sends one for 401s and the daily limit); ``details["shape"]``: ``outer``
+    or ``returnvalue``. 401 (or an ``INVALID_TOKEN`` / ``OAUTH_SCOPE_MISMATCH`` code) -> token
+    errors, the day's limit (:func:`is_limit_answer`) -> :class:`ApiLimitError`, another 429 ->
     :class:`RateLimitedError` with ``retry_after``, 5xx -> :class:`ServerError`, anything
-    else (including HTTP 200) -> :class:`BookingsError`.
+    else (including HTTP 200) -> :class:`BookingsError` (code ``BOOKINGS_FAILURE`` when none).
     """
-    value = body["response"].get("returnvalue")
+    envelope = body["response"]
+    value = envelope.get("returnvalue")
     message = value.get("message") if isinstance(value, dict) else None
-    message = str(message or body["response"].get("errormessage") or value or "Bookings request failed")
-    code = value.get("code") if isinstance(value, dict) else None
+    message = str(message or envelope.get("errormessage") or value or "Bookings request failed")[:500]
+    raw_code = value.get("code") if isinstance(value, dict) else None
+    code = str(raw_code) if raw_code not in (None, "") else None
+    shape = "returnvalue" if envelope.get("status") == "success" else "outer"
     if status_code == 401 or code in ("INVALID_TOKEN", "OAUTH_SCOPE_MISMATCH"):
         cls = ScopeMismatchError if code == "OAUTH_SCOPE_MISMATCH" else InvalidTokenError
         return cls(code or "INVALID_TOKEN", message, {}, status_code, endpoint)
@@ -368,7 +386,7 @@ def bookings_error(body: dict[str, Any], status_code: int, endpoint: str, retry_
         return RateLimitedError("TOO_MANY_REQUESTS", message, {}, status_code, endpoint, retry_after=retry_after)
     if status_code >= 500:
         return ServerError("INTERNAL_ERROR", message, {}, status_code, endpoint, retry_after=retry_after)
-    return BookingsError(code or "BOOKINGS_FAILURE", message, {}, status_code, endpoint)
+    return BookingsError(code or "BOOKINGS_FAILURE", message, {"shape": shape}, status_code, endpoint)
 
 
 def retry_wait(exc: BaseException) -> float | None:
@@ -390,3 +408,47 @@ def is_transient(exc: BaseException) -> bool:
 
 class BulkReadFailedError(ZohoError):
     """A Bulk Read job ended in ``FAILURE``; ``code``/``message``/``details`` are its ``result.error_message``."""
+
+
+class BulkReadRefusedError(InvalidDataError):
+    """Zoho refused to create a Bulk Read job (crm-oas v8.0 ``bulk_read.json``: 400 ``INVALID_CRITERIA``,
+    ``FIELD_NOT_SUPPORTED``, ``MODULE_NOT_SUPPORTED``, ``GROUP_OPERATOR_NOT_SUPPORTED``...; 415
+    ``MEDIA_TYPE_NOT_SUPPORTED``). ``code``, ``details`` and ``status_code`` are Zoho's; ``message``
+    is Zoho's with what it names (:func:`refusal_subject`: the field, module or criterion). Not
+    transient: the same request is refused again (made by :func:`bulk_read_refused`)."""
+
+
+def refusal_subject(details: dict[str, Any]) -> str:
+    """What a CRM error's ``details`` name, in words: ``field Booking_Idx of Appointments__s``,
+    ``criteria on Status: comparator between (supported: equal, in, not_equal, not_in)``,
+    ``group_operator 'xor'``, ``module Leadz``; empty when they name nothing."""
+    parts = []
+    api_name, module = details.get("api_name"), details.get("module")
+    if isinstance(api_name, str) and api_name != "module":
+        parts.append(f"field {api_name}" + (f" of {module}" if isinstance(module, str) else ""))
+    elif isinstance(module, str):
+        parts.append(f"module {module}")
+    if "comparator" in details:
+        parts.append(f"comparator {details['comparator']!r}")
+    if "group_operator" in details:
+        parts.append(f"group_operator {details['group_operator']!r}")
+    if "value" in details:
+        parts.append(f"value {str(details['value'])[:80]!r}")
+    if isinstance(details.get("supported"), list):
+        parts.append("supported: " + ", ".join(map(str, details["supported"])))
+    return "; ".join(parts)
+
+
+def bulk_read_refused(error: ZohoError) -> BulkReadRefusedError:
+    """The :class:`BulkReadRefusedError` for ``error`` (Zoho's refusal of a Bulk Read create):
+    ``Zoho refused the Bulk Read job: <message> (<what the details name>)``."""
+    subject = refusal_subject(error.details)
+    message = f"Zoho refused the Bulk Read job: {error.message or error.code}" + (f" ({subject})" if subject else "")
+    return BulkReadRefusedError(error.code, message, error.details, error.status_code, error.endpoint)
+
+
+class ForeignHostError(ZohoError):
+    """A request that would carry the access token was aimed at another host than the organisation's own
+    API domain (e.g. a forged callback's absolute ``download_url``); nothing was sent. Code
+    ``FOREIGN_HOST``; ``details``: ``url`` (scheme, host and port of the refused URL) and ``allowed``
+    (the API domain's). Not transient: retrying sends nothing either."""

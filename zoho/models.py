@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, ValidationError, field_validator, model_validator
 
 from .timefmt import from_bookings, require_aware, to_crm
 
@@ -26,9 +27,14 @@ class TokenResponse(BaseModel):
     ``expires_in`` is seconds; the legacy ``expires_in_sec`` (seconds) wins when
     present, and an ``expires_in`` above one day is taken as milliseconds (some
     products send that). ``refresh_token`` only comes with the grant-code exchange.
+
+    Validation errors never show the input (``hide_input_in_errors``): the answer holds
+    the access token (and maybe a refresh token), so a bad ``expires_in`` must not
+    print them. :meth:`zoho.clients.AccountsClient._token_call` turns them into a
+    ``ZohoError`` ``INVALID_TOKEN_ANSWER`` naming the fields only.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
 
     access_token: SecretStr
     expires_in: int = 3600
@@ -43,7 +49,10 @@ class TokenResponse(BaseModel):
         if isinstance(data, dict):
             data = dict(data)
             if data.get("expires_in_sec") is not None:
-                data["expires_in"] = int(data["expires_in_sec"])
+                try:
+                    data["expires_in"] = int(data["expires_in_sec"])
+                except (TypeError, ValueError):  # our words only: int()'s text would quote the value
+                    raise ValueError("expires_in_sec is not a number of seconds") from None
             elif isinstance(data.get("expires_in"), (int, float)) and data["expires_in"] > 86_400:
                 data["expires_in"] = int(data["expires_in"] // 1000)
         return data
@@ -362,11 +371,20 @@ class RecordsPage(BaseModel):
 
 # ---------------------------------------------------------------- Bookings
 class Booking(BaseModel):
-    """A Zoho Bookings appointment; times are ``dd-MMM-yyyy HH:mm:ss`` in ``time_zone``."""
+    """A Zoho Bookings appointment (get-appointment / fetch-appointment docs).
+
+    ``start_time`` / ``end_time`` are ``dd-MMM-yyyy HH:mm:ss`` wall time in ``time_zone``
+    (an IANA name); other answer fields (``customer_booking_start_time`` and ``booked_on``,
+    ``yyyy-MM-dd HH:mm:ss`` in the doc's sample, ``customer_more_info``...) are kept as extras,
+    unread. Validation makes a booking the sync can use: ``booking_id``, ``start_time``,
+    ``time_zone`` and ``status`` are required strings, ``time_zone`` must be a known zone and
+    the times must parse in it; anything else raises pydantic's ``ValidationError`` (a
+    ``ValueError``). :class:`BookingsPage` validates its bookings one by one.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    booking_id: str
+    booking_id: str = Field(min_length=1)
     service_id: str | None = None
     service_name: str | None = None
     staff_id: str | None = None
@@ -374,9 +392,27 @@ class Booking(BaseModel):
     end_time: str | None = None
     time_zone: str
     duration: str | None = None
-    status: str
+    status: str = Field(min_length=1)
     customer_name: str | None = None
     customer_email: str | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time_zone {v[:60]!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _readable_times(self) -> "Booking":
+        for name, read in (("start_time", lambda: self.start), ("end_time", lambda: self.end)):
+            try:
+                read()
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return self
 
     @property
     def start(self) -> datetime:
@@ -389,19 +425,68 @@ class Booking(BaseModel):
         return from_bookings(self.end_time, self.time_zone) if self.end_time else None
 
 
+class RejectedBooking(BaseModel):
+    """A booking of a ``fetchappointment`` page that does not validate as a :class:`Booking`:
+    its ``booking_id`` (None when it has no usable one), its ``position`` on the page (0-based)
+    and ``reason``: what was wrong, one line per field (``time_zone: unknown time_zone
+    'Mars/Olympus_Mons'``), without the rest of the booking."""
+
+    booking_id: str | None = None
+    position: int = 0
+    reason: str
+
+
+def booking_problems(error: ValidationError) -> str:
+    """A ``ValidationError`` of a :class:`Booking` in one line: ``field: what`` per error,
+    ``; ``-separated (pydantic's ``Value error, `` prefix dropped; input values left out)."""
+    parts = []
+    for e in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(x) for x in e.get("loc", ()))
+        what = str(e.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts) or "not a booking"
+
+
 class BookingsPage(BaseModel):
-    """``fetchappointment`` answer: ``response`` bookings and ``next_page_available``."""
+    """``fetchappointment`` answer: ``response`` bookings and ``next_page_available``.
+
+    Bookings are validated one by one (B2: one bad booking never fails a page): those that
+    validate are ``response``; the others (not an object, a missing or non-string field, an
+    unknown ``time_zone``, a time that does not parse) are ``rejected``
+    (:class:`RejectedBooking`), for the caller to report and skip.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     response: list[Booking] = Field(default_factory=list)
+    rejected: list[RejectedBooking] = Field(default_factory=list)
     next_page_available: bool = False
     page: int | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_by_one(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("response"), list):
+            return data
+        good: list[Any] = []
+        bad: list[Any] = list(data.get("rejected") or [])
+        for position, item in enumerate(data["response"]):
+            if isinstance(item, Booking):
+                good.append(item)
+                continue
+            try:
+                good.append(Booking.model_validate(item))
+            except ValidationError as exc:
+                raw_id = item.get("booking_id") if isinstance(item, dict) else None
+                booking_id = raw_id if isinstance(raw_id, str) and raw_id else None
+                bad.append(RejectedBooking(booking_id=booking_id, position=position, reason=booking_problems(exc)))
+        return {**data, "response": good, "rejected": bad}
+
     @property
     def more_records(self) -> bool:
-        """Whether another page is worth asking for: ``next_page_available`` and this page was not empty."""
-        return bool(self.next_page_available and self.response)
+        """Whether another page is worth asking for: ``next_page_available`` and this page was not
+        empty (rejected bookings count: a page of only bad bookings is not the end)."""
+        return bool(self.next_page_available and (self.response or self.rejected))
 
     @property
     def next_page_token(self) -> None:

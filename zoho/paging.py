@@ -33,7 +33,7 @@ Public API (stable; every cursor is a frozen dataclass):
     instead of ``page`` when it is set).
 ``BookingsPaging(page=1, per_page=50, done=False)``
     Bookings ``fetchappointment``: ``page`` + 1 while ``next_page_available`` (and
-    the page was not empty). ``params``: ``page``, ``per_page`` (for
+    the page was not empty; an HTTP 204 is an empty page). ``params``: ``page``, ``per_page`` (for
     :meth:`zoho.clients.BookingsClient.fetch_appointments`).
 ``BulkReadPaging(page=1, page_token=None, done=False)``
     CRM Bulk Read: one job per page; a job whose ``result.more_records`` is true
@@ -126,9 +126,12 @@ class BookingsPaging:
     """Paging of Bookings ``fetchappointment`` (Zoho Bookings API "Fetch Appointment":
     ``page`` and ``per_page`` form fields; the answer's ``next_page_available``).
 
+    Paging is not documented: ``per_page`` defaults to 50, the cap a public client uses
+    (100 halves the calls where the workspace accepts it), and an empty page may come as
+    HTTP 204 with no body (the client reads it as an empty :class:`~zoho.models.BookingsPage`).
     ``after(answer)``: finished when ``answer.more_records`` is false (for a
-    :class:`~zoho.models.BookingsPage`: ``next_page_available`` false, or an empty
-    page), else ``page + 1``.
+    :class:`~zoho.models.BookingsPage`: ``next_page_available`` false, or a page with no
+    booking at all, read or rejected), else ``page + 1``.
     """
 
     page: int = 1
