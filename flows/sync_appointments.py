@@ -328,7 +328,8 @@ def _echoes(run: SyncRun) -> set[str]:
                 found.add(booking_id)
         except (KeyError, ValueError, OSError):  # OSError, ValueError: ZoneInfo of a bad name
             continue
-    run.calls["bookings_echoes_not_read"] += len(found)
+    if found:
+        run.calls["bookings_echoes_not_read"] += len(found)
     return found
 
 
