@@ -16,7 +16,8 @@ The production shape of DESIGN.md's "Scale" section, on one machine:
   (``prefect worker start --limit 2``: a worker takes at most two runs at a time).
 
 Four full syncs are created at once, then each organisation's users edit both
-sides (admin API), then four incremental syncs are created at once. Then:
+sides (admin API), then four scan syncs (incremental plus the Bookings window: no
+webhook receiver here) are created at once. Then:
 
 * every organisation converges: both sides agree (``deployments.demo.disagreements``);
 * no record crosses organisations: each state store holds exactly its own
@@ -245,7 +246,10 @@ async def _onboard(s: ScaleOut) -> None:
         client_id, secret, code, scopes = sandbox_grant(s.sandboxes[org])
         await onboard(f"zoho-{org}", client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code),
                       data_centre="CUSTOM", base_url=s.sandboxes[org], scopes=scopes)
-        await AppointmentSyncConfig(oauth_block=f"zoho-{org}", bookings_time_zone="Asia/Kolkata", state_store_url=s.stores[org]).asave(f"sync-{org}", overwrite=True)
+        await AppointmentSyncConfig(
+            oauth_block=f"zoho-{org}", bookings_time_zone="Asia/Kolkata", state_store_url=s.stores[org], bookings_plan="premium",
+            scan_past_hours=31 * 24, scan_future_hours=31 * 24, scan_max_calls=100,  # the whole seed: the scan carries the Bookings edits
+        ).asave(f"sync-{org}", overwrite=True)
 
 
 async def _online_workers() -> list[str]:
@@ -344,8 +348,8 @@ def test_four_organisations_sync_at_once_on_two_workers_with_postgresql(scale_ou
         assert len(disagreements(_sandbox(url, "/__sandbox/dump"))) >= 4, f"the edits of {org} left both sides agreeing"
 
     started = time.monotonic()
-    incremental = asyncio.run(_run_wave("incremental"))
-    log(f"4 incremental syncs done in {time.monotonic() - started:.1f} s: " + ", ".join(f"{o} {r.state_name}" for o, r in incremental.items()))
+    incremental = asyncio.run(_run_wave("scan"))
+    log(f"4 scan syncs done in {time.monotonic() - started:.1f} s: " + ", ".join(f"{o} {r.state_name}" for o, r in incremental.items()))
     assert all(r.state.is_completed() for r in incremental.values()), {o: (r.state_name, r.state.message) for o, r in incremental.items()}
 
     for org, seed, size in ORGS:
@@ -354,7 +358,7 @@ def test_four_organisations_sync_at_once_on_two_workers_with_postgresql(scale_ou
         stats = _sandbox(url, "/__sandbox/stats")
 
         # every organisation converges
-        assert disagreements(dump) == [], f"{org}: both sides do not agree after the incremental sync"
+        assert disagreements(dump) == [], f"{org}: both sides do not agree after the scan sync"
 
         # no record crosses organisations: the store holds exactly this sandbox's records, as this sandbox has them
         crm, bookings, applied = _store_rows(s.stores[org])
@@ -378,7 +382,7 @@ def test_four_organisations_sync_at_once_on_two_workers_with_postgresql(scale_ou
             f"{applied} changes applied; {stats['total_calls']} API calls, all with its own token; 1 token minted")
 
     # the runs were spread over both workers, and the Prefect server kept them in PostgreSQL
-    runs = {r.id: f"{o} {mode}" for mode, wave in (("full", full), ("incremental", incremental)) for o, r in wave.items()}
+    runs = {r.id: f"{o} {mode}" for mode, wave in (("full", full), ("scan", incremental)) for o, r in wave.items()}
     taken = wait_for(lambda: (w := asyncio.run(_workers_of(set(runs)))) and len(w) == len(runs) and w, 60, "a worker event for every run")
     for run_id, worker in sorted(taken.items(), key=lambda kv: runs[kv[0]]):
         log(f"{runs[run_id]:<18} ran on {worker}")

@@ -24,7 +24,7 @@ from sqlmodel import Session, SQLModel, select
 
 from sync import bulk_runs
 from sync.links import BookingRecord, SyncBase, changed_links, upsert_bookings, upsert_crm_appointments, write_base
-from sync.store import INITIAL_REVISION, Bookmark, BulkJob, CrmAppointment, make_engine, open_store, upgrade_store
+from sync.store import HEAD_REVISION, INITIAL_TABLES, Bookmark, BulkJob, CrmAppointment, make_engine, open_store, upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
@@ -215,21 +215,25 @@ def _shape(engine) -> dict[str, tuple]:
 
 
 def test_the_migrations_make_the_schema_create_all_made_and_adopt_an_old_store(pg):
-    old = make_engine(pg.create_database("made_by_create_all"))
+    full = make_engine(pg.create_database("made_by_create_all"))
+    old = make_engine(pg.create_database("made_before_migrations"))
     new = open_store(pg.create_database("made_by_migrations"))
     try:
-        SQLModel.metadata.create_all(old)
+        SQLModel.metadata.create_all(full)
+        SQLModel.metadata.create_all(old, tables=[t.__table__ for t in INITIAL_TABLES])  # the releases before migrations
         with Session(old) as s:
             s.add(CrmAppointment(id="c1", booking_id="b1", start_time=datetime(2026, 6, 1, 9, tzinfo=UTC), status="Scheduled"))
             s.commit()
-        assert _shape(new) == _shape(old)  # timestamptz, bigint, varchar... column for column
+        assert _shape(new) == _shape(full)  # timestamptz, bigint, varchar... column for column
         with new.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata) == []
-        assert upgrade_store(old) == INITIAL_REVISION  # adopted: stamped, rows kept
+        assert upgrade_store(old) == HEAD_REVISION  # adopted: stamped 0001, upgraded, rows kept
         with old.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == INITIAL_REVISION
+            assert MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION
+        assert _shape(old) == _shape(full)
         with Session(old) as s:
             assert s.get(CrmAppointment, "c1").start_time == datetime(2026, 6, 1, 9, tzinfo=UTC)
     finally:
+        full.dispose()
         old.dispose()
         new.dispose()
