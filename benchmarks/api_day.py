@@ -469,14 +469,15 @@ class Simulation:
 
 def classify_webhooks(webhooks: list[tuple[str, bool]], edits: list[Edit]) -> dict[str, int]:
     """The Bookings webhooks the receiver heard: for users' Bookings edits, and for the sync's own
-    writes (echoes), recognised as echoes or not (each one not recognised costs a ``getappointment``)."""
+    writes (echoes), skipped as echoes by the receiver or queued (the webhook run then checks the
+    state the webhook reported against the store once it holds the writer lock)."""
     users = {e.booking_id for e in edits if e.side == "bookings"}
     out: Counter[str] = Counter()
     for booking_id, echo in webhooks:
         if booking_id in users:
             out["users' edits"] += 1
         else:
-            out["echoes recognised" if echo else "echoes NOT recognised"] += 1
+            out["echoes skipped by the receiver" if echo else "echoes queued"] += 1
     return dict(out)
 
 
@@ -661,7 +662,9 @@ def report(name: str, days: list[Measured], idle_bookings: int | None, bulk_read
         out = m.stats.get("outbound", {})
         print(f"   deliveries: bookings webhooks sent {out.get('bookings_webhook_sent', 0)}, dropped {out.get('bookings_webhook_dropped', 0)}; "
               f"CRM notifications sent {out.get('notification_sent', 0)}, dropped {out.get('notification_dropped', 0)}")  # fmt: skip
-        print(f"   Bookings webhooks heard by the receiver: {m.webhooks or 'none'}; CRM notifications heard: {m.heard.get('zoho.crm.notification', 0)}")
+        skipped = sum((getattr(r.summary, "api_calls", None) or {}).get("bookings_echoes_not_read", 0) for r in m.runs)
+        print(f"   Bookings webhooks heard by the receiver: {m.webhooks or 'none'}; of those queued, echoes the webhook runs did not read "
+              f"(booking_states): {skipped}; CRM notifications heard: {m.heard.get('zoho.crm.notification', 0)}")  # fmt: skip
         bookings = m.stats["calls_by_group"].get("bookings", 0)
         credits = crm_credits(m.stats, bulk_read_credits)
         minimum = len(made)  # each edit: one write on the other side, one read (Bookings for a Bookings edit, CRM for a CRM one)
