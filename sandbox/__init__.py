@@ -8,8 +8,11 @@ Bookings; point each of the client's base URLs at this one):
 * CRM Bulk Read: ``/crm/bulk/{version}/read`` create, status and result, with
   criteria, paging, ICS for ``Events`` and callbacks (:mod:`sandbox.bulk`).
 * CRM records ``Appointments__s`` and ``Events`` and field metadata
-  (:mod:`sandbox.crm`; update rules in :mod:`sandbox.crm_records`), and notification
-  channels ``/crm/{version}/actions/watch`` (:mod:`sandbox.watch`).
+  (:mod:`sandbox.crm`; update rules in :mod:`sandbox.crm_records`), Zoho's Delete
+  Records API for ``Events`` (``DELETE /crm/{version}/Events?ids=``), and
+  notification channels ``/crm/{version}/actions/watch`` (:mod:`sandbox.watch`).
+  Meetings (``Events``) carry ``Booking_Id`` and a ``Booking_Status`` pick list:
+  custom fields an organisation adds, assumed and seeded by the sandbox.
 * Zoho Bookings v1 under ``/bookings/v1/json/`` (:mod:`sandbox.bookings`).
 * An admin API under ``/__sandbox/`` for credentials, resets, "UI" edits, fault
   injection, counters and dumps (:mod:`sandbox.admin`).

@@ -24,8 +24,16 @@ No authentication: the sandbox binds to 127.0.0.1. Nothing here exists in Zoho.
   notifications, drawn from ``drop_seed`` (integer >= 0, or null for 0); naming
   any of the three restarts the draws (see :mod:`sandbox.outbox`).
 * ``PATCH /__sandbox/crm/{module}/{id}``: edit a CRM record as a user in the UI
-  would (same rules as the API, ``Modified_By`` is the UI user, notifications fire).
-  Answers ``{"data": [per-record result]}``.
+  would (same rules as the API, ``Modified_By`` is the UI user, ``Modified_Time``
+  the sandbox's clock, an ``update`` notification fires). Answers
+  ``{"data": [per-record result]}``. A calendar drag of a meeting is
+  ``PATCH /__sandbox/crm/Events/{id}`` ``{"Start_DateTime": ..., "End_DateTime": ...}``
+  (ISO 8601, any offset); ``{"Booking_Status": "Cancelled"}`` sets the meeting's
+  status pick list.
+* ``DELETE /__sandbox/crm/{module}/{id}``: delete a CRM record as a user in the UI
+  would: the record is gone (as after ``DELETE /crm/{version}/Events``) and a
+  ``delete`` notification fires; counted as a write. Answers
+  ``{"data": [per-record result]}``; an unknown id answers 404 ``RESOURCE_NOT_FOUND``.
 * ``PATCH /__sandbox/crm/{module}/{id}/raw`` ``{"set": {field: value}}``: a test aid
   that stores values on a CRM record as given, unchecked (an ``Appointment_Start_Time``
   of ``not-a-date``), stamped as a UI edit and notified; not counted as a write
@@ -80,7 +88,7 @@ from . import bookings as bk
 from . import clock
 from .auth import api_domain
 from .config import FRACTION_SETTINGS, OPTIONAL_INT_SETTINGS
-from .crm_records import apply_updates
+from .crm_records import apply_updates, delete_records
 from .crm_request import check_module
 from .crm_status import auto_completes, view
 from .schema import FIELD_INDEX
@@ -265,6 +273,16 @@ async def edit_crm(module: str, record_id: str, request: Request) -> JSONRespons
     body = await _body(request)
     results, status = apply_updates(_state(request), request, module, [{**body, "id": record_id}], dict(UI_USER))
     return JSONResponse({"data": results}, status_code=status)
+
+
+@router.delete("/crm/{module}/{record_id}")
+async def delete_crm(module: str, record_id: str, request: Request) -> JSONResponse:
+    """Delete a CRM record as a UI user (record gone, ``delete`` notification); unknown id: 404."""
+    check_module(module)
+    state = _state(request)
+    if record_id not in state.module_store(module):
+        raise CrmError("RESOURCE_NOT_FOUND", 404, f"no {module} record has the id {record_id}", {"module": module, "id": record_id})
+    return JSONResponse({"data": delete_records(state, request, module, [record_id])})
 
 
 #: Fields the raw test aid may not set: the record's identity and the times paging sorts on.

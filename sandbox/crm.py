@@ -17,8 +17,24 @@
   :func:`sandbox.crm_records.update_appointment`); values that do not fit their field
   (text, pick list, boolean, date-time, duration) are ``INVALID_DATA``, never a 500.
   ``Modified_Time`` and ``Modified_By`` move on every write, and watching channels
-  are notified (:mod:`sandbox.watch`). Other methods on a module are
-  ``INVALID_REQUEST_METHOD``; a body that is not JSON is ``INVALID_DATA``.
+  are notified (:mod:`sandbox.watch`). ``Events`` also take ``Booking_Status``, a
+  custom pick list (``Scheduled``, ``Cancelled``, ``Completed``, ``No Show``) that
+  an organisation adds to carry the booking's status; the sandbox assumes and seeds
+  it (:mod:`sandbox.schema`, :mod:`sandbox.seed`).
+* ``DELETE /crm/{version}/Events?ids=1,2,3`` and ``DELETE /crm/{version}/Events/{id}``
+  (Zoho's "Delete Records" / "Delete Record", crm-oas v8.0 ``record.json``; scope
+  ``ZohoCRM.modules.Events.DELETE``, or ``.ALL``): HTTP 200 with per-record results
+  in order, ``{"code": "SUCCESS", "details": {"id"}, "message": "record deleted",
+  "status": "success"}`` or, for an id with no record, ``INVALID_DATA`` "the related
+  id given seems to be invalid" (``details {id}``). No ``ids`` is
+  ``REQUIRED_PARAM_MISSING``, more than 100 ``LIMIT_EXCEEDED`` (400, nothing
+  deleted); ``wf_trigger`` is accepted and ignored. A deleted record is gone from
+  lists, ``GET`` by id, Bulk Read and the dump, and channels watching ``Events.all``
+  or ``Events.delete`` are notified with ``operation: "delete"``
+  (:func:`sandbox.crm_records.delete_records`). ``DELETE`` on ``Appointments__s``
+  is not served. Other methods on a module (``POST``, ``PATCH``, and ``DELETE``
+  where not served) are ``INVALID_REQUEST_METHOD``; a body that is not JSON is
+  ``INVALID_DATA``.
 * ``GET /crm/{version}/settings/fields?module=...`` (scope ``ZohoCRM.settings.fields.READ``)
   for the modules with records and for the modules their lookups point to
   (``Contacts``, ``Services__s``, ``Users``: metadata only, see
@@ -42,7 +58,7 @@ from fastapi.responses import JSONResponse
 
 from . import clock
 from .auth import require_crm
-from .crm_records import apply_updates
+from .crm_records import apply_updates, delete_records
 from .crm_request import check_module, check_version, json_body
 from .crm_status import auto_completes, view
 from .errors import CrmError
@@ -54,6 +70,9 @@ from .state import SandboxState
 router = APIRouter()
 
 MAX_UPDATE = 100
+MAX_DELETE = 100
+#: Modules whose records ``DELETE`` removes; on the others it is ``INVALID_REQUEST_METHOD``.
+DELETABLE = ("Events",)
 MAX_PER_PAGE = 200
 MAX_PAGE_RECORDS = 2000
 
@@ -230,8 +249,35 @@ async def update_record(version: str, module: str, record_id: str, request: Requ
     results, status = apply_updates(state, request, module, [{**items[0], "id": record_id}], _actor(info))
     return JSONResponse({"data": results}, status_code=status)
 
-@router.api_route("/crm/{version}/{module}", methods=["POST", "PATCH", "DELETE"])
-@router.api_route("/crm/{version}/{module}/{record_id}", methods=["POST", "PATCH", "DELETE"])
+def _delete(version: str, module: str, request: Request, ids: list[str]) -> JSONResponse:
+    """Delete ``ids`` of ``module`` (at most :data:`MAX_DELETE`). ``DELETE`` on a module not in
+    :data:`DELETABLE` is ``INVALID_REQUEST_METHOD``, answered before the token is checked, as
+    the other methods the sandbox does not serve are."""
+    check_version(version)
+    check_module(module)
+    if module not in DELETABLE:
+        raise CrmError("INVALID_REQUEST_METHOD", 400)
+    require_crm(request, f"ZohoCRM.modules.{module}.DELETE", write=True)
+    if not ids:
+        raise CrmError("REQUIRED_PARAM_MISSING", 400, details={"param_name": "ids"})
+    if len(ids) > MAX_DELETE:
+        raise CrmError("LIMIT_EXCEEDED", 400, "the number of records exceeds the limit", {"limit": MAX_DELETE})
+    results = delete_records(request.app.state.sandbox, request, module, ids)
+    return JSONResponse({"data": results})
+
+@router.delete("/crm/{version}/{module}")
+async def delete_records_route(version: str, module: str, request: Request) -> JSONResponse:
+    """Delete the records in ``ids`` (comma-separated, at most 100)."""
+    ids = [i.strip() for i in request.query_params.get("ids", "").split(",") if i.strip()]
+    return _delete(version, module, request, ids)
+
+@router.delete("/crm/{version}/{module}/{record_id}")
+async def delete_record_route(version: str, module: str, record_id: str, request: Request) -> JSONResponse:
+    """Delete the one record named in the URL."""
+    return _delete(version, module, request, [record_id])
+
+@router.api_route("/crm/{version}/{module}", methods=["POST", "PATCH"])
+@router.api_route("/crm/{version}/{module}/{record_id}", methods=["POST", "PATCH"])
 async def wrong_method(version: str, module: str, request: Request, record_id: str | None = None) -> JSONResponse:
     """Methods the sandbox does not serve on records: ``INVALID_REQUEST_METHOD``."""
     check_version(version)

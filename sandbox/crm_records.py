@@ -6,14 +6,18 @@ answers its own error (``INVALID_DATA``, ``NOT_ALLOWED``,
 ``DEPENDENT_FIELD_MISSING``, ``DEPENDENT_MISMATCH``,
 ``DEPENDENT_FIELD_UNCHANGED``, ``MANDATORY_NOT_FOUND``); values that do not fit
 their field (text, pick list, boolean, date-time, duration) are ``INVALID_DATA``,
-never a 500. ``Events`` take ISO 8601 ``Start_DateTime``/``End_DateTime``, end
-not before start. ``Modified_Time`` and ``Modified_By`` move on every write.
+never a 500. ``Events`` take ISO 8601 ``Start_DateTime``/``End_DateTime`` (any
+offset; stored in the org's time zone), end not before start, and the
+``Booking_Status`` custom pick list (:data:`sandbox.schema.MEETING_STATUSES`; a value
+outside it is ``INVALID_DATA``). ``Modified_Time`` and ``Modified_By`` move on every write.
 
 :func:`apply_updates` is the one write path, for ``PUT /crm/{version}/{module}``
 (:mod:`sandbox.crm`) and the admin's "UI" edits (:mod:`sandbox.admin`): per-record
 results in order and the HTTP status (200, 207 for mixed outcomes, or the
 errors'), then one notification to each watching channel (:func:`sandbox.watch.notify`).
-A write that fails changes nothing and notifies nobody.
+A write that fails changes nothing and notifies nobody. :func:`delete_records` is
+the one delete path (``DELETE /crm/{version}/Events`` and the admin's "UI"
+delete), notified the same way with ``operation: "delete"``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ APPOINTMENT_WRITABLE = {
     "Reschedule_Reason", "Reschedule_Note", "Cancellation_Reason", "Cancellation_Note", "Job_Sheet_Name",
     "Job_Sheet_Description__s", "Booking_Id",
 }
-EVENT_WRITABLE = {"Event_Title", "Start_DateTime", "End_DateTime", "All_day", "Venue", "Description", "Booking_Id"}
+EVENT_WRITABLE = {
+    "Event_Title", "Start_DateTime", "End_DateTime", "All_day", "Venue", "Description", "Booking_Id", "Booking_Status",
+}
 
 def _parse_dt(value: Any, api_name: str) -> tuple[datetime | None, dict | None]:
     """An ISO 8601 date-time with offset, or ``INVALID_DATA``.
@@ -215,7 +221,11 @@ def update_appointment(
 def update_event(
     state: SandboxState, rec: dict[str, Any], changes: dict[str, Any], actor: dict[str, str]
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Apply one ``Events`` update: ISO 8601 ``Start_DateTime``/``End_DateTime``, end not before start."""
+    """Apply one ``Events`` update: ISO 8601 ``Start_DateTime``/``End_DateTime``, end not before start.
+
+    Other writable fields (:data:`EVENT_WRITABLE`) are checked against their field
+    (``Booking_Status`` against its pick list, ``INVALID_DATA`` otherwise) and stored as given.
+    """
     tz = state.config.org_time_zone
     err = _check_values("Events", changes, EVENT_WRITABLE)
     if err:
@@ -305,3 +315,32 @@ def apply_updates(
     if any(s == 200 for s in statuses):
         return results, 207
     return results, statuses[0] if len(set(statuses)) == 1 else 400
+
+
+def delete_records(
+    state: SandboxState, request: Request, module: str, ids: list[str]
+) -> list[dict[str, Any]]:
+    """Delete the records ``ids`` of ``module``; returns per-record results in order.
+
+    Zoho's "Delete Records": ``{"code": "SUCCESS", "details": {"id"}, "message":
+    "record deleted", "status": "success"}`` per deleted record; an id with no record
+    (never one, or already deleted, an id given twice included) is ``INVALID_DATA``
+    "the related id given seems to be invalid". A deleted record is gone from every
+    view (records API, Bulk Read, the admin dump; the sandbox has no recycle bin to
+    restore from), counts as a write, and watching channels get one notification
+    with ``operation: "delete"`` and the deleted ids (:func:`sandbox.watch.notify`).
+    """
+    store = state.module_store(module)
+    results: list[dict[str, Any]] = []
+    deleted: dict[str, list[str]] = {}
+    for rid in ids:
+        if store.pop(rid, None) is None:
+            results.append(record_error("INVALID_DATA", "the related id given seems to be invalid", id=rid))
+            continue
+        deleted[rid] = []
+        state.stats.writes[module] += 1
+        state.stats.writes_by_record[f"{module}:{rid}"] += 1
+        results.append({"code": "SUCCESS", "details": {"id": rid}, "message": "record deleted", "status": "success"})
+    state.delete_records(module, list(deleted))
+    notify(state, request, module, "delete", deleted)
+    return results

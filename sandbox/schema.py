@@ -4,6 +4,13 @@ One table drives ``GET /crm/{v}/settings/fields``, the Bulk Read columns, the
 criteria comparators allowed per field type, and which fields an update may touch.
 Data types and comparators follow Zoho's field metadata and Bulk Read criteria
 documents (seed 001 and its "comparators per data type" table).
+
+Custom fields (``custom_field: true``) are the organisation's own, not Zoho's:
+``Booking_Id`` on both modules links a record to its booking, and
+``Booking_Status`` on ``Events`` (a pick list of :data:`MEETING_STATUSES`) carries
+the booking's status, since Meetings have no status field of their own. Which
+custom fields an organisation adds is its choice; the sandbox assumes these two
+and seeds them (:mod:`sandbox.seed`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ def _audit_fields() -> list[Field]:
 
 
 APPOINTMENT_STATUSES = ("Scheduled", "Overdue", "Completed", "Cancelled")
+#: Values of the ``Booking_Status`` pick list on ``Events`` (a custom field: the sandbox's assumption).
+MEETING_STATUSES = ("Scheduled", "Cancelled", "Completed", "No Show")
 BY_WHOM = ("By Customer", "By Team")
 
 APPOINTMENT_FIELDS: list[Field] = [
@@ -85,6 +94,7 @@ EVENT_FIELDS: list[Field] = [
     Field("Who_Id", "lookup", "Contact Name"),
     Field("Owner", "ownerlookup", "Host"),
     Field("Booking_Id", "text", "Booking Id", custom=True),
+    Field("Booking_Status", "picklist", "Booking Status", custom=True, pick_list=MEETING_STATUSES),
     *_audit_fields(),
 ]
 

@@ -5,7 +5,11 @@ Every appointment exists three times, linked by the booking id (``#AN-00001``):
 a Zoho Bookings booking, a CRM ``Appointments__s`` record and a CRM ``Events``
 (Meetings) record, each with a ``Booking_Id`` custom field. Starts are spread over
 anchor-30 to anchor+30 days, on a 15-minute grid between 08:00 and 18:00 local
-time in the booking's ``time_zone``; both sides agree at seed time.
+time in the booking's ``time_zone``; both sides agree at seed time: an
+``Events`` record starts and ends when its booking does, as its
+``Appointments__s`` record does, and its ``Booking_Status`` custom pick list
+(an organisation's own field, assumed by the sandbox) mirrors the booking's
+status (:data:`MEETING_STATUS_OF`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ FIRST = ["Ana", "Bilal", "Carmen", "Dmitri", "Esther", "Farid", "Greta", "Hana",
 LAST = ["Nguyen", "Smith", "Garcia", "Kowalski", "Okafor", "Brown", "Sato", "Muller", "Haddad", "Rao", "Dubois", "Jensen"]
 #: Booking time zones with weights: New York, London, Sydney (DST) and Kolkata (no DST).
 TZ_WEIGHTS = (4, 3, 2, 3)
+
+#: Booking status -> ``Booking_Status`` of its ``Events`` record (every status of the
+#: fetch-appointment doc; a failed payment ends a booking like a cancellation).
+MEETING_STATUS_OF = {
+    "UPCOMING": "Scheduled", "ONGOING": "Scheduled", "PENDING": "Scheduled", "PENDING_PAYMENT": "Scheduled",
+    "CANCEL": "Cancelled", "PAYMENT_FAILURE": "Cancelled", "COMPLETED": "Completed", "NO_SHOW": "No Show",
+}  # fmt: skip
 
 CRM_ID_BASE = 5545974000002000000
 CONTACT_ID_BASE = 5545974000001000000
@@ -132,7 +143,7 @@ def _generate(config: SandboxConfig) -> tuple[dict[str, dict], dict[str, dict], 
     event_template = {
         "id": None, "Event_Title": None, "Start_DateTime": None, "End_DateTime": None, "All_day": False,
         "Venue": "Business Address", "Description": None, "Who_Id": None, "Owner": None, "Booking_Id": None,
-        "Created_Time": created, "Created_By": api_user, "Modified_Time": created, "Modified_By": api_user,
+        "Booking_Status": None, "Created_Time": created, "Created_By": api_user, "Modified_Time": created, "Modified_By": api_user,
     }  # fmt: skip
     booking_template = {
         "booking_id": None, "service_id": None, "service_name": None, "staff_id": None, "staff_name": None,
@@ -241,5 +252,6 @@ def _generate(config: SandboxConfig) -> tuple[dict[str, dict], dict[str, dict], 
         e["Who_Id"] = {"name": customer_name, "id": contact_id}
         e["Owner"] = owners[si]
         e["Booking_Id"] = booking_id
+        e["Booking_Status"] = MEETING_STATUS_OF[bstatus]
         events[event_id] = e
     return appointments, events, bookings, crm_id + 1

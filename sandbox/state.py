@@ -153,6 +153,11 @@ class Persistence:
         )
         self.conn.commit()
 
+    def delete_many(self, kind: str, keys: list[str]) -> None:
+        """Forget records of ``kind``."""
+        self.conn.executemany("DELETE FROM records WHERE kind = ? AND key = ?", [(kind, key) for key in keys])
+        self.conn.commit()
+
     def clear(self) -> None:
         """Forget every record and meta value."""
         self.conn.execute("DELETE FROM records")
@@ -277,6 +282,11 @@ class SandboxState:
         """Persist changed records of ``kind`` (no-op without ``--db``)."""
         if self.persistence is not None and items:
             self.persistence.save_many(kind, items)
+
+    def delete_records(self, kind: str, keys: list[str]) -> None:
+        """Forget deleted records of ``kind`` in the file too (no-op without ``--db``)."""
+        if self.persistence is not None and keys:
+            self.persistence.delete_many(kind, keys)
 
     # -------------------------------------------------------------- credentials
     def default_credentials(self) -> dict[str, str]:

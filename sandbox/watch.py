@@ -23,8 +23,13 @@ Follows Zoho CRM's Notification APIs (``/crm/{version}/actions/watch``):
   ``notify_url`` (``affected_fields``: every field the write changed, derived
   ones such as ``Appointment_End_Time`` included; ``return_affected_field_values``
   adds ``affected_values``, the values as the API shows them). A write that fails
-  changes nothing and notifies nobody. Deliveries go through the outbox
-  (:mod:`sandbox.outbox`).
+  changes nothing and notifies nobody. ``operation`` is ``update`` for writes and
+  ``delete`` for deletes (``DELETE /crm/{version}/Events``, the admin's "UI"
+  delete), sent to channels watching ``{module}.all`` or ``{module}.delete``; a
+  delete's ``ids`` are the deleted records, each with no affected fields
+  (``[{id: []}]``) and no ``affected_values`` (Zoho's documents show only an
+  ``insert`` payload; the shape of the others is the sandbox's assumption).
+  Deliveries go through the outbox (:mod:`sandbox.outbox`).
 
 The routes are in :data:`router`, which the app includes before the records
 routes of :mod:`sandbox.crm` (``/crm/{version}/{module}/{id}`` would match
@@ -74,7 +79,7 @@ def notify(state: SandboxState, request: Request, module: str, operation: str, c
             "channel_id": channel["channel_id"],
             "token": channel.get("token"),
         }
-        if channel.get("return_affected_field_values"):
+        if channel.get("return_affected_field_values") and operation != "delete":
             store = state.module_store(module)
             shown = {rid: view(module, store[rid], stamp, auto_complete=auto_completes(state)) for rid in changes if rid in store}
             payload["affected_values"] = [

@@ -887,7 +887,7 @@ def test_booking_id_links_event_appointment_and_booking(sandbox, api):
             {"Appointment_Start_Time": "datetime", "Appointment_End_Time": "datetime", "Duration": "integer",
              "Status": "picklist", "Reschedule_Count": "integer", "Modified_Time": "datetime", "Booking_Id": "text"},
         ),
-        ("Events", {"Start_DateTime": "datetime", "End_DateTime": "datetime", "All_day": "boolean", "Booking_Id": "text"}),
+        ("Events", {"Start_DateTime": "datetime", "End_DateTime": "datetime", "All_day": "boolean", "Booking_Id": "text", "Booking_Status": "picklist"}),
     ],
 )
 def test_field_metadata_describes_the_fields(sandbox, api, module, expected):
@@ -896,7 +896,7 @@ def test_field_metadata_describes_the_fields(sandbox, api, module, expected):
     assert r.status_code == 200, r.text
     fields = {f["api_name"]: f for f in r.json()["fields"]}
     assert {name: fields[name]["data_type"] for name in expected} == expected
-    assert [name for name, f in fields.items() if f["custom_field"]] == ["Booking_Id"]
+    assert [name for name, f in fields.items() if f["custom_field"]] == (["Booking_Id", "Booking_Status"] if module == "Events" else ["Booking_Id"])
     assert len({f["id"] for f in fields.values()}) == len(fields)
 
 
