@@ -19,9 +19,15 @@ class AppointmentSyncConfig(Block):
     """What to sync for one organisation and how.
 
     ``oauth_block``: the ``ZohoOAuth`` document to use. ``crm_module``:
-    ``Appointments__s`` (status and time) or ``Events`` (Meetings; time only, CRM
-    Meetings have no status). ``booking_field``: the CRM custom field holding the
-    Bookings ``booking_id``. ``conflict_policy``: ``latest_wins`` (default),
+    ``Appointments__s`` (status and time) or ``Events`` (Meetings, the module Zoho's own
+    Bookings integration writes to); ``crm_modules``: more than one at once (Bookings is
+    then the hub: each module keeps its own base; :attr:`synced_modules`). Meetings have no
+    appointment status: ``meeting_status_field`` names the picklist that carries it
+    (values ``meeting_statuses``), or is empty for time only, where a Bookings
+    cancellation is written as ``meeting_cancel_policy`` says (``keep``, ``prefix`` the
+    title with ``meeting_cancel_prefix``, or ``delete``); a Meeting deleted in CRM cancels
+    its booking only with ``meeting_delete_cancels_booking`` (:class:`sync.modules.Meetings`).
+    ``booking_field``: the CRM custom field holding the Bookings ``booking_id``. ``conflict_policy``: ``latest_wins`` (default),
     ``crm_wins``, ``bookings_wins``, ``report_only``. ``initial_source``: which side
     wins when a link is first seen and the sides differ. The Bookings window is
     ``bookings_past_days`` before to ``bookings_future_days`` after now (full
@@ -53,7 +59,35 @@ class AppointmentSyncConfig(Block):
     oauth_block: str = Field(default="zoho-sandbox", title="Zoho OAuth block", description="Name of the Zoho OAuth block document whose credentials and shared token the sync uses.")
     crm_module: Literal["Appointments__s", "Events"] = Field(
         default="Appointments__s", title="CRM module",
-        description="Appointments__s: CRM appointments (start time and status). Events: CRM Meetings (time only; not built yet).",
+        description="Appointments__s: CRM appointments (start time and status). Events: CRM Meetings (the module Zoho's Bookings integration writes to).",
+    )
+    crm_modules: list[Literal["Appointments__s", "Events"]] = Field(
+        default_factory=list, title="CRM modules (more than one)",
+        description=(
+            "Sync these CRM modules against the same Bookings, e.g. [Appointments__s, Events]. Bookings is the hub: a change on "
+            "either module reaches Bookings and, through it, the other; each keeps its own base. Empty: crm_module alone."
+        ),
+    )
+    meeting_status_field: str | None = Field(
+        default="Booking_Status", title="Meetings: status picklist",
+        description=(
+            "API name of the picklist field on Meetings (Events) that carries the booking's status. Empty: time only (Meetings "
+            "have no status field of their own): start and end are synced, a Bookings cancellation follows meeting_cancel_policy."
+        ),
+    )
+    meeting_statuses: dict[str, str] = Field(
+        default_factory=lambda: {"scheduled": "Scheduled", "cancelled": "Cancelled", "completed": "Completed", "no_show": "No Show"},
+        title="Meetings: status values",
+        description="The status picklist's value for each state: keys scheduled, cancelled, completed, no_show.",
+    )
+    meeting_cancel_policy: Literal["keep", "prefix", "delete"] = Field(
+        default="keep", title="Meetings, time only: a Bookings cancellation",
+        description="Without a status field: keep the Meeting and report it (default), prefix its title with meeting_cancel_prefix, or delete it.",
+    )
+    meeting_cancel_prefix: str = Field(default="Cancelled: ", min_length=1, max_length=40, title="Meetings, time only: cancelled title prefix", description="Put before the title of a Meeting whose booking was cancelled (meeting_cancel_policy prefix); a Meeting whose title starts with it reads as cancelled.")
+    meeting_delete_cancels_booking: bool = Field(
+        default=False, title="Meetings: a deleted Meeting cancels its booking",
+        description="When a linked Meeting is deleted in CRM: cancel the booking (on) or only report it (off, default). A Meeting missing from a Bulk Read is only ever reported.",
     )
     booking_field: str = Field(default="Booking_Id", title="CRM field holding the booking id", description="API name of the CRM field that holds the Zoho Bookings booking_id of the linked booking.")
     conflict_policy: Annotated[Policy, choice(Policy)] = Field(
@@ -140,3 +174,8 @@ class AppointmentSyncConfig(Block):
         default=None, title="State store URL",
         description="SQLAlchemy URL of the sync's state store (links, base, action log), e.g. postgresql+psycopg://... Empty: SQLite under .data/.",
     )
+
+    @property
+    def synced_modules(self) -> list[str]:
+        """The CRM modules this organisation syncs, ``crm_module`` first, each once."""
+        return list(dict.fromkeys([self.crm_module, *self.crm_modules]))

@@ -20,6 +20,9 @@ Story (seed 001; shapes in ``shared/zoho-api-notes.md``):
    bookmark to the run's start. Publish a table artifact
    (pages, job ids, records, rejected, seconds). A progress artifact moves while
    jobs run.
+6. After a read of the whole module (no criteria) report the linked records the
+   store holds that the read did not return (:func:`sync.bulk_runs.missing_from_run`):
+   a record missing from a Bulk Read is reported, never acted on.
 
 The callback URL's secret is never a flow-run parameter (Prefect shows and stores
 those): the run takes the callback route's URL without it (``callback_url``) and a
@@ -47,7 +50,7 @@ from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact,
 from pydantic import TypeAdapter
 
 from sync import bulk_runs
-from sync.bulk_load import BulkFileError, LoadReport
+from sync.bulk_load import MAPPINGS, BulkFileError, LoadReport, module_mapping
 from sync.settings import AppSettings
 from sync.store import default_store_url, open_store
 from tasks.bulk_read import create_bulk_job, download_bulk_result, get_bulk_job, job_summary, load_bulk_page, mapping_fields
@@ -118,13 +121,20 @@ async def callback_target(callback_url: str | None, callback_secret_block: str |
     return _with_secret(callback_url, secret) if secret else callback_url
 
 
-def build_request(module: str, fields: list[str] | None, criteria: dict[str, Any] | None, file_type: str, booking_field: str, callback_url: str | None) -> BulkReadRequest:
-    """The typed request; raises ``ValueError``/``pydantic.ValidationError`` naming a bad criterion."""
+def build_request(
+    module: str, fields: list[str] | None, criteria: dict[str, Any] | None, file_type: str, booking_field: str, callback_url: str | None, status_field: str | None = None
+) -> BulkReadRequest:
+    """The typed request; raises ``ValueError``/``pydantic.ValidationError`` naming a bad criterion.
+
+    ``status_field``: the ``Events`` status picklist (e.g. ``Booking_Status``): asked for with
+    the default fields and known to the criteria check as a picklist; ignored for other modules.
+    """
     parsed = TypeAdapter(Criteria).validate_python(criteria) if criteria else None
+    status_field = status_field if module == "Events" else None
     if parsed is not None and module in FIELD_TYPES:
-        check_criteria(parsed, {**FIELD_TYPES[module], booking_field: "text"})
+        check_criteria(parsed, {**FIELD_TYPES[module], booking_field: "text", **({status_field: "picklist"} if status_field else {})})
     if fields is None:
-        fields = [] if file_type == "ics" else mapping_fields(module, booking_field)
+        fields = [] if file_type == "ics" else mapping_fields(module, booking_field, status_field)
     return BulkReadRequest(
         query=BulkReadQuery(module=ModuleRef(api_name=module), fields=fields, criteria=parsed),
         callback=Callback(url=callback_url) if callback_url else None,
@@ -186,7 +196,8 @@ class Polling:
 class ReadSetup:
     """What every page of one ``bulk-read`` run shares: the block, the module and the base
     request, the state store (URL and engine), the stored run's id, its work folder,
-    the progress artifact's id, the file type, the booking field and the polling."""
+    the progress artifact's id, the file type, the booking field, the polling and the
+    ``Events`` status field (None: not read)."""
 
     oauth_block: str
     module: str
@@ -199,6 +210,7 @@ class ReadSetup:
     file_type: str
     booking_field: str
     polling: Polling
+    status_field: str | None = None
 
 
 @flow(name="bulk-read", flow_run_name="bulk-read-{module}")
@@ -216,6 +228,7 @@ async def bulk_read(
     poll_max_seconds: float = 60.0,
     timeout_seconds: float = 3600.0,
     work_dir: str | None = None,
+    status_field: str | None = None,
 ) -> dict[str, Any]:
     """Read ``module`` through Bulk Read into the state store; returns a summary.
 
@@ -223,28 +236,33 @@ async def bulk_read(
     or one condition); ``fields``: API names (default: what the loader maps; none
     for ICS). ``callback_url`` (no secret in it) and ``callback_secret_block`` (the name of
     a Prefect ``Secret`` block): where Zoho posts the job when it ends, built inside the
-    run by :func:`callback_target`; neither parameter holds the secret. Returns
-    ``{"run_id", "resumed", "pages", "records", "rejected", "jobs": [...]}``. Raises
+    run by :func:`callback_target`; neither parameter holds the secret. ``status_field``: the status
+    picklist on ``Events`` (``Booking_Status``), read into ``crm_events.status`` (None: not read).
+    Returns ``{"run_id", "resumed", "pages", "records", "rejected", "jobs", "missing_count", "missing"}``:
+    ``missing`` (at most 20 ``{"id", "booking_id"}``) are linked records the store holds that a read of
+    the whole module did not return (:func:`report_missing`; none with criteria); nothing is done to them. Raises
     :class:`~zoho.errors.BulkReadFailedError`, :class:`BulkReadTimeoutError`,
     :class:`~sync.bulk_load.BulkFileError`, :class:`CallbackSecretInParametersError`,
     :class:`~zoho.errors.ForeignHostError` (a ``download_url`` off the API domain).
     """
     callback = await callback_target(callback_url, callback_secret_block)
-    request = build_request(module, fields, criteria, file_type, booking_field, callback)
+    request = build_request(module, fields, criteria, file_type, booking_field, callback, status_field)
     store_url = store_url or default_store_url()
     engine = open_store(store_url)
     run, resumed = start_run(engine, module, request, file_type)
     setup = ReadSetup(
         oauth_block=oauth_block, module=module, request=request, store_url=store_url, engine=engine, run_id=run.id,
         folder=work_folder(work_dir, run.id), file_type=file_type, booking_field=booking_field,
-        polling=Polling(bool(callback), poll_seconds, poll_max_seconds, timeout_seconds),
+        polling=Polling(bool(callback), poll_seconds, poll_max_seconds, timeout_seconds), status_field=status_field if module == "Events" else None,
         progress_id=await acreate_progress_artifact(progress=0.0, description=f"Bulk Read of {module}: starting"),
     )
     pages, records, rejected = await read_pages(setup)
     bookmark = run.created_at if not fields and criteria is None else None
     jobs = await finish_read(setup, bookmark, pages, records, rejected)
+    missing_count, missing = report_missing(setup) if criteria is None else (0, [])
     engine.dispose()
-    return {"run_id": run.id, "resumed": resumed, "pages": pages, "records": records, "rejected": rejected, "jobs": jobs}
+    return {"run_id": run.id, "resumed": resumed, "pages": pages, "records": records, "rejected": rejected, "jobs": jobs,
+            "missing_count": missing_count, "missing": missing}
 
 
 def start_run(engine: Any, module: str, request: BulkReadRequest, file_type: str) -> tuple[Any, bool]:
@@ -373,7 +391,7 @@ def load_page(setup: ReadSetup, job_id: str, zip_path: Path) -> LoadReport:
     """Load the zip in one transaction (task ``load-bulk-page``). A file that cannot be loaded
     (:class:`~sync.bulk_load.BulkFileError`) is deleted, so a rerun downloads the page again."""
     try:
-        return load_bulk_page(setup.store_url, job_id, str(zip_path), setup.module, setup.file_type, setup.booking_field)
+        return load_bulk_page(setup.store_url, job_id, str(zip_path), setup.module, setup.file_type, setup.booking_field, setup.status_field)
     except BulkFileError:
         zip_path.unlink(missing_ok=True)  # nothing was loaded: a rerun downloads the page again
         raise
@@ -401,6 +419,22 @@ async def finish_read(setup: ReadSetup, bookmark: datetime | None, pages: int, r
     await acreate_table_artifact(table=jobs, key=f"bulk-read-{module}".lower().replace("_", "-"), description=f"Bulk Read of {module}: {pages} pages, {records} records, {rejected} rejected")
     get_run_logger().info("Bulk Read of %s done: %s pages, %s records, %s rejected", module, pages, records, rejected)
     return jobs
+
+
+def report_missing(setup: ReadSetup, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """The linked records of the module's table the completed run did not return
+    (:func:`sync.bulk_runs.missing_from_run`: ``(count, first limit)``), logged as a warning
+    when there are any. Reported only: nothing in the store is changed. ``(0, [])`` for a
+    module the loader does not map."""
+    if setup.module not in MAPPINGS:
+        return 0, []
+    count, missing = bulk_runs.missing_from_run(setup.engine, module_mapping(setup.module).table, setup.run_id, limit)
+    if count:
+        get_run_logger().warning(
+            "%s linked %s records in the state store were not in this Bulk Read (e.g. %s): reported only, nothing changed",
+            count, setup.module, ", ".join(m["id"] for m in missing[:5]),
+        )
+    return count, missing
 
 
 @flow(name="bulk-read-callback", flow_run_name="bulk-read-callback-{job_id}")

@@ -88,7 +88,7 @@ from blocks.sync_config import AppointmentSyncConfig
 from blocks.zoho_oauth import ZohoOAuth
 from flows.bulk_read import bulk_read
 from sync import bulk_runs
-from sync.engine import Action, Conflict, Kind, Link, OnHold, Plan, Side, plan
+from sync.engine import Action, Canon, Conflict, Kind, Link, OnHold, Plan, Side, plan
 from sync.links import (
     applied_keys,
     refused_keys,
@@ -98,6 +98,7 @@ from sync.links import (
     count_links,
     crm_ids_for_bookings,
     log_actions,
+    mark_deleted,
     newest_modified_time,
     unknown_bookings,
     upsert_bookings,
@@ -135,12 +136,29 @@ def _run_name() -> str:
     return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), params.get("crm_ids"), datetime.now(timezone.utc))
 
 
+def module_adapters(cfg: AppointmentSyncConfig) -> list[CrmModule]:
+    """The adapters of the CRM modules ``cfg`` syncs (``synced_modules``, the first one first), with the
+    Meetings options (status field and words, time-only cancel policy, deletes). Raises ``ValueError``
+    naming what does not fit (e.g. ``meeting_statuses`` without a word for ``no_show``)."""
+    words = cfg.meeting_statuses
+    missing = [c.value for c in Canon if not words.get(c.value)]
+    if missing:
+        raise ValueError(f"meeting_statuses has no word for {', '.join(missing)} (keys: scheduled, cancelled, completed, no_show)")
+    options = dict(
+        status_field=cfg.meeting_status_field or None, status_words=tuple((c.value, words[c.value]) for c in Canon),
+        cancel_policy=cfg.meeting_cancel_policy, cancel_prefix=cfg.meeting_cancel_prefix, delete_cancels=cfg.meeting_delete_cancels_booking,
+    )
+    return [crm_module(name, cfg.booking_field, **options) for name in cfg.synced_modules]
+
+
 @dataclass
 class SyncRun:
-    """What the steps of one run share: the configuration, the CRM module, the open store,
-    the summary being filled, the ids of a records run, the day's API budget, the links
-    planned (by booking id), the Zoho calls made (by step), the bookings to read
-    (``to_read``) and whether the CRM read got through (``crm_complete``)."""
+    """What the steps of one run share: the configuration, the CRM modules (``modules``; the one
+    being planned is ``module``), the open store, the summary being filled, the ids of a records run
+    (``crm_ids`` / ``deleted_crm_ids`` of ``crm_module``), the day's API budget, the links planned
+    (by booking id, of ``module``), the Zoho calls made (by step), the bookings to read
+    (``to_read``), the modules whose CRM read did not get through (``crm_incomplete``) and the
+    bookings each module's changes wrote (``bookings_written``, for the hub pass)."""
 
     config_block: str
     cfg: AppointmentSyncConfig
@@ -156,8 +174,17 @@ class SyncRun:
     calls: Counter[str] = field(default_factory=Counter)
     token_expiry: datetime | None = None
     to_read: set[str] = field(default_factory=set)
-    crm_complete: bool = True
+    crm_incomplete: set[str] = field(default_factory=set)
     states: dict[str, dict[str, str]] = field(default_factory=dict)
+    modules: list[CrmModule] = field(default_factory=list)
+    crm_module: str = ""
+    deleted_crm_ids: list[str] | None = None
+    bookings_written: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def crm_complete(self) -> bool:
+        """Whether the CRM read of :attr:`module` got through."""
+        return self.module.api_name not in self.crm_incomplete
 
     @property
     def targeted(self) -> bool:
@@ -173,28 +200,38 @@ async def sync_appointments(
     booking_ids: list[str] | None = None,
     crm_ids: list[str] | None = None,
     booking_states: dict[str, dict[str, str]] | None = None,
+    crm_module: str | None = None,
+    deleted_crm_ids: list[str] | None = None,
 ) -> SyncSummary:
     """Sync the organisation configured in the ``AppointmentSyncConfig`` block ``config_block``.
 
     Returns a :class:`~sync.report.SyncSummary` (also published as a markdown artifact,
     with table artifacts of changes, failures and conflicts): the flow returns a
     ``Completed`` state carrying the summary, so ``await sync_appointments(...)`` gives
-    the summary and the run's state message is :meth:`SyncSummary.headline`. The
+    the summary and the run's state message is :meth:`SyncSummary.headline`.
+    ``crm_ids`` and ``deleted_crm_ids`` (a CRM ``delete`` notification's) are records of
+    ``crm_module`` (default: the configuration's ``crm_module``). Every CRM module the
+    configuration syncs is planned in turn against the same Bookings (the hub): a Bookings
+    write made for one module is carried to the others in the same run. The
     flow run is tagged ``org:<config_block>`` and ``direction:both`` (also when
     started ad hoc). When the sync raises part-way, the summary of what was applied
     and the error is published and the error raised again (the run is Failed).
     """
     await _tag_run(f"org:{config_block}", "direction:both")
-    targeted = booking_ids is not None or crm_ids is not None  # a webhook's lists, even empty: never a full run
+    targeted = booking_ids is not None or crm_ids is not None or deleted_crm_ids is not None  # a webhook's lists, even empty: never a full run
     summary = SyncSummary(run_id=str(flow_run.get_id() or uuid.uuid4()), mode="records" if targeted else mode, dry_run=dry_run, started_at=utc_now())
     try:
         async with open_run(config_block, mode, booking_ids, crm_ids, summary) as run:
             run.states = booking_states or {}
-            await read_crm_side(run)
+            run.crm_module = crm_module or run.modules[0].api_name
+            run.deleted_crm_ids = deleted_crm_ids
+            await read_crm_sides(run)
             async with one_writer(run):
                 await read_bookings_side(run)
-                await plan_and_apply(run, dry_run)
-            advance_bookmark(run)
+                await plan_and_apply_modules(run, dry_run)
+            for module in run.modules:
+                use_module(run, module)
+                advance_bookmark(run)
             await finish(run)
     except Exception as exc:
         await _publish_failure(summary, exc)
@@ -218,15 +255,16 @@ async def open_run(config_block: str, mode: str, booking_ids: list[str] | None, 
 
     The run's Zoho calls are counted and limited by its budget (:func:`tasks.budget.start_budget`)
     until it ends, failed or not; then they are recorded (:func:`close_run_budget`).
-    Raises ``NotImplementedError`` for a CRM module the sync does not handle yet.
+    Raises ``ValueError`` for Meetings options that do not fit (:func:`module_adapters`).
     """
     summary.stage = "loading the configuration"
     cfg = await AppointmentSyncConfig.aload(config_block)
-    module = crm_module(cfg.crm_module, cfg.booking_field)
+    modules = module_adapters(cfg)
     engine = open_store(cfg.state_store_url)
     try:
         now = utc_now()
-        run = SyncRun(config_block, cfg, module, engine, summary, mode, booking_ids, crm_ids, start_budget(cfg, engine, now), now)
+        run = SyncRun(config_block, cfg, modules[0], engine, summary, mode, booking_ids, crm_ids, start_budget(cfg, engine, now), now, modules=modules)
+        summary.modules = [m.api_name for m in modules]
         run.token_expiry = (await ZohoOAuth.aload(cfg.oauth_block)).expires_at
         with metering(run.budget.meter):
             try:
@@ -237,15 +275,68 @@ async def open_run(config_block: str, mode: str, booking_ids: list[str] | None, 
         engine.dispose()
 
 
-async def read_crm_side(run: SyncRun) -> None:
-    """Read the CRM records of this run into the store: the given ids and those linked to the
-    given bookings (records run; the bookings they name join the run), a Bulk Read of the
-    module (full run), or what changed since the bookmark minus the overlap (incremental)."""
-    run.summary.stage = "reading CRM"
-    cfg = run.cfg
+def use_module(run: SyncRun, module: CrmModule) -> None:
+    """Make ``module`` the one the next step reads, plans or applies (its links start empty)."""
+    run.module = module
+    run.links = {}
+
+
+async def read_crm_sides(run: SyncRun) -> None:
+    """:func:`read_crm_side` of every module the run syncs; a records run first takes in the deletes
+    a notification named (:func:`take_deletes`). The bookings of the given bookings' linked records,
+    of every module, join the run."""
+    given = list(run.booking_ids or [])
     if run.targeted:
-        ids = list(run.crm_ids or []) + crm_ids_for_bookings(run.engine, run.booking_ids or [], run.module.table)
-        run.to_read = set(run.booking_ids or [])
+        run.to_read = set(given)
+        if (run.crm_ids or run.deleted_crm_ids) and run.crm_module not in {m.api_name for m in run.modules}:
+            get_run_logger().warning("%s records of %s named by a notification: this organisation does not sync %s; ignored", len(run.crm_ids or []) + len(run.deleted_crm_ids or []), run.crm_module, run.crm_module)
+            run.summary.notes.append(f"records of {run.crm_module} named by a notification: not synced by this organisation (crm_module / crm_modules); ignored")
+        take_deletes(run)
+    for module in run.modules:
+        use_module(run, module)
+        await read_crm_side(run, given)
+
+
+def take_deletes(run: SyncRun) -> None:
+    """The records a CRM ``delete`` notification named (``deleted_crm_ids`` of ``crm_module``): each
+    stored Meeting is marked deleted (the echo of our own delete, already marked, is left alone) and
+    reported; its booking joins the run, where a deleted Meeting cancels the booking only with
+    ``meeting_delete_cancels_booking`` (:class:`sync.modules.Meetings`). A module without deletes
+    (``Appointments__s``) and records the store does not hold are reported only."""
+    ids = run.deleted_crm_ids or []
+    if not ids:
+        return
+    module = next((m for m in run.modules if m.api_name == run.crm_module), None)
+    if module is None:  # not synced: read_crm_sides reported it
+        return
+    if "deleted_at" not in module.table.__table__.c:
+        get_run_logger().warning("%s records of %s deleted in CRM: not acted on (the module keeps no deletes)", len(ids), run.crm_module)
+        run.summary.notes.append(f"{len(ids)} {run.crm_module} records deleted in CRM: reported only, nothing changed")
+        return
+    rows = mark_deleted(run.engine, module.table, ids, run.now)
+    cancels = bool(getattr(module, "delete_cancels", False))
+    for row in rows:
+        if not row["booking_id"]:
+            continue
+        reason = (f"the {module.label} was deleted in CRM; its booking is cancelled (meeting_delete_cancels_booking on)" if cancels
+                  else f"the {module.label} was deleted in CRM; its booking is left as it is and no longer synced (meeting_delete_cancels_booking off)")
+        run.summary.conflict_list.extend(conflicts_for([Conflict(row["booking_id"], row["id"], "kept", reason)], {}, run.cfg.conflict_policy))
+        run.summary.kept += 1
+        if cancels:
+            run.booking_ids = sorted(set(run.booking_ids or []) | {row["booking_id"]})
+    get_run_logger().info("%s %s records deleted in CRM (%s of them stored and newly marked)", len(ids), module.api_name, len(rows))
+
+
+async def read_crm_side(run: SyncRun, given: list[str] | None = None) -> None:
+    """Read the CRM records of ``run.module`` into the store: the given ids (of ``crm_module``) and
+    those linked to the given bookings (records run; the bookings they name join the run), a Bulk
+    Read of the module (full run), or what changed since the module's bookmark minus the overlap
+    (incremental, scan)."""
+    run.summary.stage = "reading CRM"
+    cfg, module = run.cfg, run.module
+    if run.targeted:
+        own = list(run.crm_ids or []) if module.api_name == run.crm_module else []
+        ids = own + crm_ids_for_bookings(run.engine, given or [], module.table)
         if ids:
             rows = await _read_crm(run, ids=sorted(set(ids)))
             linked = {r["booking_id"] for r in rows if r["booking_id"]}
@@ -253,14 +344,23 @@ async def read_crm_side(run: SyncRun) -> None:
             run.to_read |= set(unknown_bookings(run.engine, linked))
     elif run.mode == "full":
         if not fits("crm", "read", BULK_READ_CREDITS):
-            run.summary.waiting.append(f"the Bulk Read of {cfg.crm_module} (about {BULK_READ_CREDITS} CRM credits): the day's CRM budget is spent; the next full run reads it")
+            run.summary.waiting.append(f"the Bulk Read of {module.api_name} (about {BULK_READ_CREDITS} CRM credits): the day's CRM budget is spent; the next full run reads it")
             return
-        report = await bulk_read(module=cfg.crm_module, oauth_block=cfg.oauth_block, store_url=cfg.state_store_url, booking_field=cfg.booking_field, poll_seconds=1.0)
+        report = await bulk_read(
+            module=module.api_name, oauth_block=cfg.oauth_block, store_url=cfg.state_store_url, booking_field=cfg.booking_field,
+            poll_seconds=1.0, **({"status_field": module.status_field} if getattr(module, "status_field", None) else {}),
+        )
         run.calls["crm_bulk_jobs"] += report["pages"]
+        if report.get("missing_count"):
+            shown = ", ".join(str(m["id"]) for m in report.get("missing", [])[:5])
+            run.summary.notes.append(
+                f"{report['missing_count']} linked {module.label}s ({module.api_name}) stored but missing from this Bulk Read (e.g. {shown}): "
+                "reported only, nothing changed (deleted or hidden in CRM? a delete notification, when it comes, is acted on as configured)"
+            )
     else:  # incremental, scan
-        mark = bulk_runs.get_bookmark(run.engine, cfg.crm_module)
+        mark = bulk_runs.get_bookmark(run.engine, module.api_name)
         rows = await _read_crm(run, since=(mark - timedelta(minutes=cfg.incremental_overlap_minutes)) if mark else None)
-        run.to_read = set(unknown_bookings(run.engine, {r["booking_id"] for r in rows if r["booking_id"]}))
+        run.to_read |= set(unknown_bookings(run.engine, {r["booking_id"] for r in rows if r["booking_id"]}))
 
 
 async def _read_crm(run: SyncRun, since: datetime | None = None, ids: list[str] | None = None) -> list[dict]:
@@ -275,7 +375,7 @@ async def _read_crm(run: SyncRun, since: datetime | None = None, ids: list[str] 
         get_run_logger().warning("Skipped a CRM record that cannot be read: %s", bad)
         run.summary.add_failure(invalid_record(bad.booking_id, bad.crm_id, f"{bad}; skipped, read again once it is fixed"))
     if not complete:
-        run.crm_complete = False
+        run.crm_incomplete.add(run.module.api_name)
         run.summary.waiting.append(f"CRM records {'changed since the bookmark' if ids is None else 'named by notifications'}: read cut short by the CRM budget after {calls} calls; the next run reads from the same bookmark")
     return rows
 
@@ -382,9 +482,28 @@ async def one_writer(run: SyncRun) -> AsyncIterator[None]:
         yield
 
 
-async def plan_and_apply(run: SyncRun, dry_run: bool) -> None:
-    """Plan, then (unless ``dry_run``) re-check what was applied before and send the CRM and Bookings changes."""
-    planned = plan_changes(run)
+async def plan_and_apply_modules(run: SyncRun, dry_run: bool) -> None:
+    """:func:`plan_and_apply` for each CRM module in turn, against the same Bookings (the hub). A Bookings
+    write made for a later module (a Meeting moved in CRM) is then carried to the modules planned
+    before it by a second pass over just those bookings, so both CRM modules follow in one run; the
+    module that made the change agrees with Bookings and writes nothing again (no loop)."""
+    for module in run.modules:
+        use_module(run, module)
+        await plan_and_apply(run, dry_run)
+    if dry_run or len(run.modules) < 2:
+        return
+    for i, module in enumerate(run.modules[:-1]):
+        later = set().union(*(run.bookings_written.get(m.api_name, set()) for m in run.modules[i + 1 :]))
+        if later:
+            use_module(run, module)
+            get_run_logger().info("carrying %s Bookings changes made for %s to %s", len(later), ", ".join(m.api_name for m in run.modules[i + 1 :]), module.api_name)
+            await plan_and_apply(run, dry_run, sorted(later))
+
+
+async def plan_and_apply(run: SyncRun, dry_run: bool, only: list[str] | None = None) -> None:
+    """Plan ``run.module`` (the links of ``only`` when given: a hub pass), then (unless ``dry_run``)
+    re-check what was applied before and send the CRM and Bookings changes."""
+    planned = plan_changes(run, only)
     if dry_run:
         record_dry_run(run, planned)
         return
@@ -412,31 +531,45 @@ def hold_refused(run: SyncRun, planned: Plan) -> None:
     run.summary.conflicts += len(held)
 
 
-def plan_changes(run: SyncRun) -> Plan:
-    """The three-way diff of the links whose sides differ from their base (:func:`sync.engine.plan`);
-    links that agree become the base at once; conflicts and deferred changes go to the summary."""
+def plan_changes(run: SyncRun, only: list[str] | None = None) -> Plan:
+    """The three-way diff of ``run.module``'s links whose sides differ from their base
+    (:func:`sync.engine.plan`; of ``only`` in a hub pass); links that agree become the base at
+    once, and so do links the module keeps as they are (``kept``); conflicts and deferred changes go
+    to the summary. The summary's counts add up over the modules."""
     run.summary.stage = "planning"
     summary = run.summary
-    summary.links = count_links(run.engine, run.module.table)
-    planned = _plan(run, run.booking_ids if run.targeted else None)
-    summary.unchanged = summary.links - summary.candidates if not run.targeted else 0
-    summary.planned = {k: v for k, v in planned.counts().items() if ":" in k and not k.startswith("conflict")}
-    write_agreed(run.engine, planned.agreed, run.now)
-    summary.agreed = len(planned.agreed)
+    candidates = summary.candidates
+    planned = _plan(run, only if only is not None else (run.booking_ids if run.targeted else None))
+    if only is None:
+        links = count_links(run.engine, run.module.table)
+        summary.links += links
+        summary.unchanged += links - (summary.candidates - candidates) if not run.targeted else 0
+    for key, count in planned.counts().items():
+        if ":" in key and not key.startswith("conflict"):
+            summary.planned[key] = summary.planned.get(key, 0) + count
+    write_agreed(run.engine, planned.agreed, run.now, run.module.base_table)
+    write_agreed(run.engine, planned.kept, run.now, run.module.base_table)
+    summary.agreed += len(planned.agreed)
     summary.conflict_list.extend(conflicts_for(planned.conflicts, run.links, run.cfg.conflict_policy))
-    summary.conflicts = sum(1 for c in planned.conflicts if c.kind != "deferred")
-    summary.deferred = sum(1 for c in planned.conflicts if c.kind == "deferred")
+    summary.conflicts += sum(1 for c in planned.conflicts if c.kind not in ("deferred", "kept"))
+    summary.deferred += sum(1 for c in planned.conflicts if c.kind == "deferred")
+    summary.kept += sum(1 for c in planned.conflicts if c.kind == "kept")
     get_run_logger().info(
-        "%s links, %s to look at: %s actions, %s conflicts, %s deferred", summary.links, summary.candidates, len(planned.actions), summary.conflicts, summary.deferred
+        "%s: %s links, %s to look at: %s actions, %s conflicts, %s deferred",
+        run.module.api_name, summary.links, summary.candidates - candidates, len(planned.actions), summary.conflicts, summary.deferred,
     )
     return planned
 
 
 def _plan(run: SyncRun, booking_ids: list[str] | None) -> Plan:
     """:func:`sync.engine.plan` over the changed links (of ``booking_ids`` when given)."""
-    rows = changed_links(run.engine, booking_ids, crm_table=run.module.table, crm_statuses=run.module.statuses)
+    module = run.module
+    rows = changed_links(
+        run.engine, booking_ids, crm_table=module.table, crm_statuses=module.statuses, base_table=module.base_table,
+        crm_status_sql=module.status_sql, crm_where=module.where_sql,
+    )
     held: list[Conflict] = []
-    planned = plan(_valid_links(run, rows, held), run.cfg.conflict_policy, run.now, run.cfg.initial_source, to_crm=run.module.to_crm)
+    planned = plan(_valid_links(run, rows, held), run.cfg.conflict_policy, run.now, run.cfg.initial_source, to_crm=module.to_crm, scope=module.scope)
     planned.conflicts.extend(held)
     return planned
 
@@ -499,7 +632,7 @@ async def recheck_applied(run: SyncRun, planned: Plan) -> None:
     unreadable = {r.booking_id for r in rejected}  # cannot tell whether it shows the change: not sent
     fresh = _plan(run, [b for b in stale if b not in set(unread) | unreadable])
     planned.actions = [a for a in planned.actions if a.booking_id not in set(stale)] + fresh.actions
-    write_agreed(run.engine, fresh.agreed, run.now)
+    write_agreed(run.engine, fresh.agreed, run.now, run.module.base_table)
 
 
 async def apply_to_crm(run: SyncRun, planned: Plan) -> None:
@@ -516,7 +649,7 @@ async def apply_to_crm(run: SyncRun, planned: Plan) -> None:
             continue
         run.calls["crm_write"] += 1
         try:
-            outcomes = await apply_crm_batch(run.cfg.oauth_block, run.module.api_name, batch)
+            outcomes = await apply_crm_batch(run.cfg.oauth_block, run.module, batch)
         except Exception as exc:  # the whole batch failed after retries: each record goes to the retry queue
             outcomes = [call_failed(a, exc) for a in batch]
         _record(run, outcomes)
@@ -539,6 +672,8 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
         entry = change_entry(action, run.links.get(action.booking_id))
         if outcome.ok:
             bases.append(commit_write(run.engine, run.module, run.links[action.booking_id], outcome))
+            if action.target is Side.BOOKINGS:
+                run.bookings_written.setdefault(run.module.api_name, set()).add(action.booking_id)
             run.summary.applied += 1
             run.summary.changes.append(entry)
             log.append((action, "applied", outcome.code, outcome.message))
@@ -549,19 +684,19 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
             # (tasks.sync._unless_done, tasks.sync._crm_unless_done) is "refused":
             # not sent again from the same base (hold_refused); other failures are retried next run
             log.append((action, "refused" if outcome.maybe_done else "failed", outcome.code, outcome.message))
-    write_base(run.engine, bases)
+    write_base(run.engine, bases, base_table=run.module.base_table)
     log_actions(run.engine, run.summary.run_id, log)
 
 
 def advance_bookmark(run: SyncRun) -> None:
-    """After an incremental or scan run whose CRM read got through, the module's bookmark moves to the
-    newest ``Modified_Time`` stored (never past the run's start, never backwards)."""
+    """After an incremental or scan run whose CRM read of ``run.module`` got through, the module's
+    bookmark moves to the newest ``Modified_Time`` stored (never past the run's start, never backwards)."""
     run.summary.stage = "finishing"
     if run.targeted or run.mode not in ("incremental", "scan") or not run.crm_complete:
         return
     newest = newest_modified_time(run.engine, run.module.table)
     if newest is not None:
-        bulk_runs.set_bookmark(run.engine, run.cfg.crm_module, min(newest, run.now))
+        bulk_runs.set_bookmark(run.engine, run.module.api_name, min(newest, run.now))
 
 
 async def close_run_budget(run: SyncRun) -> None:

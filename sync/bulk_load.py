@@ -15,7 +15,9 @@ no header, a missing required column) raises :class:`BulkFileError` and loads
 nothing: an error part-way through a page rolls the whole page back. Columns the
 loader does not map are ignored and listed in :attr:`LoadReport.extra_columns`.
 An upsert never replaces a record with an older one (by ``Modified_Time``) and
-sets only the columns the file has.
+sets only the columns the file has, plus ``job_id`` / ``loaded_at`` and, in a table
+with ``deleted_at`` (``crm_events``), ``deleted_at = None``: a record a Bulk Read
+returns is not deleted.
 
 Why the row conversion is not plainly written (issue 12): it is the hardest code
 here to change safely (:func:`_converter` compiles one expression per file with
@@ -130,8 +132,10 @@ def appointments_mapping(booking_field: str = "Booking_Id") -> ModuleMapping:
     return ModuleMapping("Appointments__s", CrmAppointment, columns, frozenset({"Id", booking_field, "Appointment_Start_Time", "Status", "Modified_Time"}))
 
 
-def events_mapping(booking_field: str = "Booking_Id") -> ModuleMapping:
-    """``Events`` (Meetings) as CSV; ``booking_field`` as for appointments."""
+def events_mapping(booking_field: str = "Booking_Id", status_field: str | None = None) -> ModuleMapping:
+    """``Events`` (Meetings) as CSV; ``booking_field`` as for appointments; ``status_field``: the
+    organisation's status picklist (e.g. ``Booking_Status``) read into ``status``, or None (time-only
+    mode: ``status`` is not read, and a load leaves it alone). Neither is a required column."""
     columns = {
         "Id": ("id", parse_text),
         booking_field: ("booking_id", parse_text),
@@ -140,19 +144,24 @@ def events_mapping(booking_field: str = "Booking_Id") -> ModuleMapping:
         "End_DateTime": ("end_time", parse_datetime),
         "Modified_Time": ("modified_time", parse_datetime),
     }
+    if status_field:
+        columns[status_field] = ("status", parse_text)
     return ModuleMapping("Events", CrmEvent, columns, frozenset({"Id", "Start_DateTime", "End_DateTime", "Modified_Time"}))
 
 
-#: CRM module API name -> its CSV mapping (given the booking-id field).
-MAPPINGS: dict[str, Callable[[str], ModuleMapping]] = {"Appointments__s": appointments_mapping, "Events": events_mapping}
+#: CRM module API name -> its CSV mapping (given the booking-id field, and for ``Events`` the status field).
+MAPPINGS: dict[str, Callable[..., ModuleMapping]] = {"Appointments__s": appointments_mapping, "Events": events_mapping}
 
 
-def module_mapping(module: str, booking_field: str = "Booking_Id") -> ModuleMapping:
-    """The CSV mapping of CRM ``module`` (:data:`MAPPINGS`); ``ValueError`` naming the known modules otherwise."""
-    try:
-        return MAPPINGS[module](booking_field)
-    except KeyError:
-        raise ValueError(f"no Bulk Read mapping for module {module!r}; known: {', '.join(MAPPINGS)}") from None
+def module_mapping(module: str, booking_field: str = "Booking_Id", status_field: str | None = None) -> ModuleMapping:
+    """The CSV mapping of CRM ``module`` (:data:`MAPPINGS`); ``status_field`` is passed to
+    :func:`events_mapping` (``Appointments__s`` reads its own ``Status`` and ignores it).
+    ``ValueError`` naming the known modules for any other module."""
+    if module not in MAPPINGS:
+        raise ValueError(f"no Bulk Read mapping for module {module!r}; known: {', '.join(MAPPINGS)}")
+    if module == "Events":
+        return events_mapping(booking_field, status_field)
+    return MAPPINGS[module](booking_field)
 
 
 @dataclass
@@ -257,23 +266,29 @@ class _Plan:
     statement: Any  # the upsert (SQLAlchemy Core)
     sql: str | None  # its compiled text, when the driver takes positional tuples
     names: list[str]  # table columns, in parameter order
-    cells: list[tuple[int, str, Callable[[str], Any]]]  # (CSV index, CSV column, codec) of the mapped columns
-    constants: tuple[Any, ...]  # values of the columns after the mapped ones (job_id, loaded_at)
+    cells: list[tuple[int, str, Callable[[str], Any]]]  # (CSV index, CSV column, codec) of the mapped columns, in parameter order
+    constants: dict[str, Any]  # values of the columns not from the file, by column: job_id, loaded_at[, deleted_at None]
     id_at: int  # position of ``id`` in the parameters
 
 
 def _plan(engine: Engine, header: list[str], mapping: ModuleMapping, job_id: str, loaded_at: datetime) -> _Plan:
     table_columns = mapping.table.__table__.columns
-    mapped = [(header.index(csv_col), csv_col, col, conv) for csv_col, (col, conv) in mapping.columns.items() if csv_col in header]
-    names = [col for _, _, col, _ in mapped] + ["job_id", "loaded_at"]
+    mapped = {col: (header.index(csv_col), csv_col, conv) for csv_col, (col, conv) in mapping.columns.items() if csv_col in header}
+    constants = {"job_id": job_id, "loaded_at": UTCDateTime().process_bind_param(loaded_at, engine.dialect)}
+    if "deleted_at" in table_columns:
+        constants["deleted_at"] = None  # a record in the file is not deleted
+    names = [*mapped, *constants]
     statement = upsert_newer(engine, mapping.table, names)
     compiled = statement.compile(dialect=engine.dialect, column_keys=names)
-    constants = (job_id, UTCDateTime().process_bind_param(loaded_at, engine.dialect))
-    cells = [(i, csv_col, _codec(conv, table_columns[col].type, engine.dialect)) for i, csv_col, col, conv in mapped]
-    if compiled.positional and list(compiled.positiontup or []) == names:
-        sql = compiled.string
+    if compiled.positional and sorted(compiled.positiontup or []) == sorted(names):
+        sql, names = compiled.string, list(compiled.positiontup or [])  # the statement's order (the table's)
     else:  # named parameters (psycopg...): bound through SQLAlchemy from dicts
-        sql, constants = None, (job_id, loaded_at)
+        sql, constants["loaded_at"] = None, loaded_at
+    cells = []  # the mapped columns in parameter order
+    for col in names:
+        if col in mapped:
+            i, csv_col, conv = mapped[col]
+            cells.append((i, csv_col, _codec(conv, table_columns[col].type, engine.dialect)))
     return _Plan(statement, sql, names, cells, constants, names.index("id"))
 
 
@@ -298,15 +313,22 @@ def _bad_cell(row: list[str], plan: _Plan) -> str:
 def _converter(plan: _Plan) -> Callable[[list[str]], tuple[Any, ...]]:
     """``row -> parameters`` for one file, as a single expression compiled from the plan.
 
-    Equivalent to ``tuple(codec(row[i]) for i, _, codec in plan.cells) + plan.constants``
-    (raises ``ValueError`` the same way) without a loop and a call per cell: text
+    Equivalent to the values of ``plan.names`` in order, each a constant
+    (``plan.constants``) or its cell's ``codec(row[i])`` (``plan.cells``, in the same
+    order), raising ``ValueError`` the same way, without a loop and a call per cell: text
     and integer columns are converted inline, and a date-time column asks its
     codec's cache before calling it. The source holds only integers and fixed names.
     (:func:`parse_int` keeps its call: its range check is part of the conversion.)
     """
-    env: dict[str, Any] = {"constants": plan.constants}
+    env: dict[str, Any] = {}
     parts = []
-    for k, (i, _, codec) in enumerate(plan.cells):
+    cells = iter(enumerate(plan.cells))
+    for j, name in enumerate(plan.names):
+        if name in plan.constants:
+            env[f"k{j}"] = plan.constants[name]
+            parts.append(f"k{j}")
+            continue
+        k, (i, _, codec) = next(cells)
         if codec is parse_text:
             parts.append(f"row[{i}] or None")
             continue
@@ -317,7 +339,7 @@ def _converter(plan: _Plan) -> Callable[[list[str]], tuple[Any, ...]]:
             parts.append(f"(g{k}(row[{i}]) or c{k}(row[{i}]))")
         else:
             parts.append(f"c{k}(row[{i}])")
-    return eval(f"lambda row: ({', '.join(parts)}, *constants)", env)  # noqa: S307 - see docstring
+    return eval(f"lambda row: ({', '.join(parts)},)", env)  # noqa: S307 - see docstring
 
 
 def _row_batches(reader: Any, header: list[str], plan: _Plan, rejected: list[dict], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -424,7 +446,8 @@ def load_ics_zip(engine: Engine, zip_path: Path | str, job_id: str, booking_prop
 
     ``UID`` is the record id, ``DTSTART``/``DTEND`` the times, ``SUMMARY`` the
     title, ``LAST-MODIFIED`` the modification time; ``booking_property`` carries
-    the booking id when the file has it. An event without a UID, or whose times
+    the booking id when the file has it. ``status`` (no ICS property carries it) is left
+    as stored; ``deleted_at`` is cleared. An event without a UID, or whose times
     are not date-times with a time zone, is rejected (``line`` is then its
     position among the file's events). ICS pages hold at most 20,000 events, so
     the file is parsed whole. Raises :class:`BulkFileError` as :func:`load_csv_zip` does.
@@ -465,13 +488,14 @@ def load_ics_zip(engine: Engine, zip_path: Path | str, job_id: str, booking_prop
                     "modified_time": modified.astimezone(UTC) if modified is not None else None,
                     "job_id": job_id,
                     "loaded_at": loaded_at,
+                    "deleted_at": None,
                 }
             )
         except (ValueError, KeyError, OverflowError) as exc:  # OverflowError: a time whose UTC date is out of range
             rejected.append({"line": position, "record_id": str(component.get("UID") or "") or None, "error": str(exc), "raw": component.to_ical().decode(errors="replace")[:2000]})
     with engine.begin() as conn:
         if rows:
-            conn.execute(upsert_newer(engine, CrmEvent), rows)
+            conn.execute(upsert_newer(engine, CrmEvent, list(rows[0])), rows)  # these columns only: ``status`` stays
         report.loaded = len(rows)
         _finish(conn, report, rejected, loaded_at)
     report.seconds = time.perf_counter() - started

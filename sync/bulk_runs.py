@@ -15,7 +15,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from .tables import Bookmark, BulkJob, BulkReadRun, utc_now
@@ -168,3 +169,35 @@ def run_jobs(engine: Engine, run_id: str) -> list[BulkJob]:
     """The jobs of a run, by page."""
     with Session(engine) as s:
         return list(s.exec(select(BulkJob).where(BulkJob.run_id == run_id).order_by(BulkJob.page_index, BulkJob.created_at.asc().nulls_last())))
+
+
+def missing_from_run(engine: Engine, table: Any, run_id: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """The linked records of ``table`` a completed whole-module run did not return: ``(count, first ``limit``)``.
+
+    ``table``: the module's state-store table (:class:`~sync.tables.CrmAppointment`,
+    :class:`~sync.tables.CrmEvent`; a class or a ``Table``). A record counts when it is
+    linked (``booking_id`` set), not deleted (``deleted_at`` empty, where the table has
+    it), its ``job_id`` is none of the run's jobs (a records-API read leaves it empty),
+    and it was not modified since the run started (``modified_time`` empty or earlier:
+    a record created or changed after Zoho took its snapshot is not in the file, or was
+    not overwritten by it, without being missing). The list holds ``{"id", "booking_id"}``
+    by ``id``. Only a report: nothing is changed. ``(0, [])`` for a run that is not
+    ``completed`` or that had criteria (a partial or filtered read says nothing about
+    the rest), and for an unknown run.
+    """
+    with Session(engine) as s:
+        run = s.get(BulkReadRun, run_id)
+    if run is None or run.status != "completed" or json.loads(run.query_json or "{}").get("criteria") is not None:
+        return 0, []
+    store_table = getattr(table, "__table__", table)
+    columns = store_table.c
+    jobs = sa_select(BulkJob.__table__.c.id).where(BulkJob.__table__.c.run_id == run_id)
+    conditions = [columns.booking_id.is_not(None), or_(columns.job_id.is_(None), columns.job_id.not_in(jobs))]
+    if "deleted_at" in columns:
+        conditions.append(columns.deleted_at.is_(None))
+    if run.created_at is not None:
+        conditions.append(or_(columns.modified_time.is_(None), columns.modified_time < run.created_at))
+    with engine.connect() as conn:
+        count = conn.execute(sa_select(func.count()).select_from(store_table).where(*conditions)).scalar_one()
+        rows = conn.execute(sa_select(columns.id, columns.booking_id).where(*conditions).order_by(columns.id).limit(limit)).all() if count else []
+    return count, [{"id": r.id, "booking_id": r.booking_id} for r in rows]

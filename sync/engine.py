@@ -48,7 +48,7 @@ to a different time. ``Rescheduled_From`` is never sent (optional in the docs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Callable, Iterable
@@ -214,10 +214,17 @@ class Link:
     base_bookings: SideState | None = None
     #: When the base was last agreed (None: no base yet); part of the actions' idempotency keys.
     base_at: datetime | None = None
+    #: The booking's own end (its duration: ``bookings_end - bookings.start``), when known.
+    bookings_end: datetime | None = None
+    #: The CRM record's title, for a module that has one (Meetings' ``Event_Title``), else None.
+    title: str | None = None
+    #: The CRM record was deleted in CRM (a Meeting's ``delete`` notification): nothing can be written to it.
+    crm_gone: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "end", _utc(self.end, "end"))
         object.__setattr__(self, "base_at", _utc(self.base_at, "base_at"))
+        object.__setattr__(self, "bookings_end", _utc(self.bookings_end, "bookings_end"))
 
 
 @dataclass(frozen=True)
@@ -225,8 +232,12 @@ class Action:
     """One change to send: ``kind`` on ``target`` for ``booking_id`` / ``crm_id``.
 
     ``start`` is the new start for a reschedule (normalised to UTC; written in
-    ``time_zone`` for Bookings). ``since`` names the base the change departs from
-    (its agreement time, or ``new``). ``key`` is the idempotency key (link, target,
+    ``time_zone`` for Bookings); ``end`` the new end where the target takes one (a
+    Meeting's ``End_DateTime``). ``note``: text the write carries (a cancellation note,
+    a Meeting's new title). ``since`` names the base the change departs from
+    (its agreement time, or ``new``). ``scope``: the CRM module the plan was made for
+    when it is not the first one (``Events``; empty for ``Appointments__s``, whose keys
+    predate it). ``key`` is the idempotency key (scope, link, target,
     kind, target value, base): the same change planned again before the base moves
     (a rerun after a crash) has the same key whatever offset the instant came in,
     while the same value reached again later (A -> B -> A -> B) is a new change.
@@ -240,9 +251,12 @@ class Action:
     start: datetime | None = None
     note: str | None = None
     since: str = "new"
+    end: datetime | None = None
+    scope: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _utc(self.start, "start"))
+        object.__setattr__(self, "end", _utc(self.end, "end"))
 
     @property
     def value(self) -> str:
@@ -251,8 +265,9 @@ class Action:
 
     @property
     def key(self) -> str:
-        """Idempotency key: the same change to the same link has the same key."""
-        return f"{self.booking_id}|{self.target.value}|{self.kind.value}|{self.value}|{self.since}"
+        """Idempotency key: the same change to the same link (of the same module) has the same key."""
+        key = f"{self.booking_id}|{self.target.value}|{self.kind.value}|{self.value}|{self.since}"
+        return f"{self.scope}|{key}" if self.scope else key
 
 
 @dataclass(frozen=True)
@@ -260,7 +275,10 @@ class Conflict:
     """Something the plan will not (or not yet) send, with the reason.
 
     ``kind``: ``both_changed`` (resolved by policy unless ``report_only``),
-    ``rule`` (a Zoho rule forbids it), ``deferred`` (allowed later: the next run retries).
+    ``rule`` (a Zoho rule forbids it), ``deferred`` (allowed later: the next run retries),
+    ``kept`` (the CRM module cannot show it and the organisation chose to leave it so, e.g.
+    a cancelled booking's Meeting without a status field: reported once, and the link's
+    base is written as it is, so it is not planned again until a side changes).
     """
 
     booking_id: str
@@ -278,6 +296,8 @@ class Plan:
     conflicts: list[Conflict] = field(default_factory=list)
     #: Links whose sides agree now and whose base should be (re)written.
     agreed: list[Link] = field(default_factory=list)
+    #: Links with a ``kept`` conflict: their base is written as they are now (reported once).
+    kept: list[Link] = field(default_factory=list)
     unchanged: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -301,7 +321,8 @@ def agree(link: Link) -> bool:
     return link.crm.start == link.bookings.start or link.crm.status.finished
 
 
-def _since(link: Link) -> str:
+def since_of(link: Link) -> str:
+    """The ``since`` of actions planned from ``link``: its base's agreement time (ISO UTC), or ``new``."""
     return link.base_at.astimezone(timezone.utc).isoformat() if link.base_at is not None else "new"
 
 
@@ -324,7 +345,7 @@ def _to_bookings(link: Link, now: datetime) -> tuple[list[Action], Conflict | No
     """Actions that make Bookings say what CRM says."""
     src, dst = link.crm, link.bookings
     ids = dict(booking_id=link.booking_id, crm_id=link.crm_id)
-    base = dict(ids, time_zone=link.time_zone, since=_since(link))
+    base = dict(ids, time_zone=link.time_zone, since=since_of(link))
     if dst.status.finished:
         return [], Conflict(**ids, kind="rule", reason=f"the booking is {dst.status.value}; Bookings takes no further change")
     if src.status is Canon.CANCELLED:
@@ -350,7 +371,7 @@ def appointments_to_crm(link: Link, now: datetime) -> tuple[list[Action], Confli
     ``Completed`` only after the end, so deferred until then)."""
     src, dst = link.bookings, link.crm
     ids = dict(booking_id=link.booking_id, crm_id=link.crm_id)
-    base = dict(ids, time_zone=link.time_zone, since=_since(link))
+    base = dict(ids, time_zone=link.time_zone, since=since_of(link))
     if dst.status.finished:
         return [], Conflict(**ids, kind="rule", reason=f"the CRM appointment is {dst.status.value}; Zoho does not allow rescheduling or changing it (NOT_ALLOWED)")
     if src.status in (Canon.CANCELLED, Canon.NO_SHOW):
@@ -367,10 +388,11 @@ def appointments_to_crm(link: Link, now: datetime) -> tuple[list[Action], Confli
 
 
 def plan_link(
-    link: Link, policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm
+    link: Link, policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm, scope: str = ""
 ) -> tuple[list[Action], list[Conflict], bool]:
     """Plan one link: ``(actions, conflicts, agreed)``; ``to_crm``: the CRM module's rules
-    (default: ``Appointments__s``, :func:`appointments_to_crm`).
+    (default: ``Appointments__s``, :func:`appointments_to_crm`); ``scope``: set on every action
+    (:attr:`Action.scope`, the module's part of the keys).
 
     ``agreed`` is True when both sides say the same now, so the base should be
     written (no action is sent then: this is where our own echoes die).
@@ -398,16 +420,22 @@ def plan_link(
     if source is None:
         return [], conflicts, False
     actions, rule = (_to_bookings if source is Side.CRM else to_crm)(link, now)
+    if scope:
+        actions = [replace(a, scope=scope) for a in actions]
     return actions, conflicts + ([rule] if rule else []), False
 
 
-def plan(links: Iterable[Link], policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm) -> Plan:
+def plan(
+    links: Iterable[Link], policy: Policy, now: datetime, initial_source: Side = Side.BOOKINGS, to_crm: ToCrm = appointments_to_crm, scope: str = ""
+) -> Plan:
     """Plan every link (see :func:`plan_link`)."""
     out = Plan()
     for link in links:
-        actions, conflicts, agreed = plan_link(link, policy, now, initial_source, to_crm)
+        actions, conflicts, agreed = plan_link(link, policy, now, initial_source, to_crm, scope)
         out.actions.extend(actions)
         out.conflicts.extend(conflicts)
+        if any(c.kind == "kept" for c in conflicts):
+            out.kept.append(link)
         if agreed:
             if link.crm.same(link.base_crm) and link.bookings.same(link.base_bookings):
                 out.unchanged += 1

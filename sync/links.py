@@ -77,6 +77,11 @@ def _canon_case(column: Any, table: Mapping[str, Canon]) -> Any:
     return case({k: v.value for k, v in table.items()}, value=column, else_=column)
 
 
+def _live(crm: Any) -> Any:
+    """The SQL condition "not deleted" for a CRM table with a ``deleted_at`` column (Meetings), else None."""
+    return crm.c.deleted_at.is_(None) if "deleted_at" in crm.c else None
+
+
 def changed_links(
     engine: Engine,
     booking_ids: Iterable[str] | None = None,
@@ -84,29 +89,39 @@ def changed_links(
     *,
     crm_table: Any = CrmAppointment,
     crm_statuses: Mapping[str, Canon] = CRM_TO_CANON,
+    base_table: Any = SyncBase,
+    crm_status_sql: Callable[[Any], Any] | None = None,
+    crm_where: Callable[[Any], Any] | None = None,
 ) -> Iterator[Link]:
     """Links whose CRM or Bookings side differs from the base, or that have no base.
 
     Joins ``crm_table`` (default ``crm_appointments``; its ``status`` words mapped by
-    ``crm_statuses``) and ``bookings`` on the booking id (left join ``sync_base``);
-    the comparison runs in SQL. ``booking_ids`` limits it to those links. Rows come
-    ``chunk`` at a time, ordered by booking id.
+    ``crm_statuses``, or its canonical status computed by ``crm_status_sql(columns)``,
+    a SQL expression: Meetings derive it) and ``bookings`` on the booking id (left join
+    ``base_table``, default ``sync_base``; each CRM module has its own); ``crm_where(columns)``
+    limits the CRM records (None: all). The comparison runs in SQL. ``booking_ids`` limits
+    it to those links. Rows come ``chunk`` at a time, ordered by booking id.
     Unknown statuses are passed through and :func:`row_to_link` raises ``ValueError``
     (:class:`InvalidLink`) for that link; the iterator stays usable, so a caller that
     catches the error on ``next()`` records the bad link and goes on with the rest.
     """
     crm = crm_table.__table__
-    c, b, s = crm.c, BookingRecord.__table__.c, SyncBase.__table__.c
-    crm_status = _canon_case(c.status, crm_statuses)
+    c, b, s = crm.c, BookingRecord.__table__.c, base_table.__table__.c
+    derived = crm_status_sql(c) if crm_status_sql is not None else None
+    crm_status = derived if derived is not None else _canon_case(c.status, crm_statuses)
     bk_status = _canon_case(b.status, BOOKINGS_TO_CANON)
+    title = c.title.label("title") if "title" in c else None
+    gone = c.deleted_at.isnot(None).label("crm_gone") if "deleted_at" in c else None
     query = (
         select(
             b.booking_id, c.id.label("crm_id"), b.time_zone, c.start_time.label("crm_start"), crm_status.label("crm_status"),
             c.modified_time, c.end_time.label("crm_end"), b.start_time.label("bk_start"), bk_status.label("bk_status"),
             b.changed_at, b.end_time.label("bk_end"), s.crm_start.label("base_crm_start"), s.crm_status.label("base_crm_status"),
             s.bookings_start.label("base_bk_start"), s.bookings_status.label("base_bk_status"), s.agreed_at.label("base_at"),
+            *([title] if title is not None else []),
+            *([gone] if gone is not None else []),
         )
-        .select_from(crm.join(BookingRecord.__table__, c.booking_id == b.booking_id).outerjoin(SyncBase.__table__, s.booking_id == b.booking_id))
+        .select_from(crm.join(BookingRecord.__table__, c.booking_id == b.booking_id).outerjoin(base_table.__table__, s.booking_id == b.booking_id))
         .where(
             or_(
                 s.booking_id.is_(None),
@@ -120,6 +135,9 @@ def changed_links(
     )
     if booking_ids is not None:
         query = query.where(b.booking_id.in_(list(booking_ids)))
+    condition = crm_where(c) if crm_where is not None else None
+    if condition is not None:
+        query = query.where(condition)
     # map, not a generator: an exception from row_to_link would end a generator
     return map(row_to_link, _rows(engine, query, chunk))
 
@@ -164,6 +182,9 @@ def row_to_link(row: Any) -> Link:
         base_crm=base_crm,
         base_bookings=base_bk,
         base_at=getattr(row, "base_at", None),
+        bookings_end=getattr(row, "bk_end", None),
+        title=getattr(row, "title", None),
+        crm_gone=bool(getattr(row, "crm_gone", False)),
     )
 
 
@@ -171,9 +192,10 @@ def row_to_link(row: Any) -> Link:
 BaseRow = tuple[str, str, str, SideState, SideState]
 
 
-def write_base(engine: Engine, links: Iterable[BaseRow], now: datetime | None = None) -> int:
+def write_base(engine: Engine, links: Iterable[BaseRow], now: datetime | None = None, base_table: Any = SyncBase) -> int:
     """Record agreement: rows of ``(booking_id, crm_id, time_zone, crm_state, bookings_state)``,
-    agreed at ``now`` (default now, UTC). Returns the number of rows."""
+    agreed at ``now`` (default now, UTC), in ``base_table`` (the CRM module's base; default
+    ``sync_base``). Returns the number of rows."""
     now = now or utc_now()
     rows = [
         {"booking_id": bid, "crm_id": cid, "time_zone": tz, "crm_start": cs.start, "crm_status": cs.status.value,
@@ -182,7 +204,7 @@ def write_base(engine: Engine, links: Iterable[BaseRow], now: datetime | None = 
     ]
     if not rows:
         return 0
-    stmt = insert_on_conflict(engine, SyncBase)
+    stmt = insert_on_conflict(engine, base_table)
     stmt = stmt.on_conflict_do_update(index_elements=["booking_id"], set_={k: getattr(stmt.excluded, k) for k in rows[0] if k != "booking_id"})
     with engine.begin() as conn:
         conn.execute(stmt, rows)
@@ -241,26 +263,45 @@ def retry_queue(engine: Engine) -> list[SyncAction]:
         return list(s.exec(sm_select(SyncAction).where(SyncAction.status.in_(["failed", "deferred"]))))
 
 
-def write_agreed(engine: Engine, links: Iterable[Link], now: datetime | None = None) -> int:
+def write_agreed(engine: Engine, links: Iterable[Link], now: datetime | None = None, base_table: Any = SyncBase) -> int:
     """Record that both sides of each link agree as they are now (:func:`write_base` of their current sides)."""
-    return write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in links], now)
+    return write_base(engine, [(l.booking_id, l.crm_id, l.time_zone, l.crm, l.bookings) for l in links], now, base_table)
 
 
 def count_links(engine: Engine, crm_table: Any = CrmAppointment) -> int:
-    """How many CRM records of ``crm_table`` are linked to a stored booking."""
+    """How many CRM records of ``crm_table`` (not deleted) are linked to a stored booking."""
     c, b = crm_table.__table__.c, BookingRecord.__table__.c
+    query = select(func.count()).select_from(crm_table.__table__.join(BookingRecord.__table__, c.booking_id == b.booking_id))
+    live = _live(crm_table.__table__)
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(crm_table.__table__.join(BookingRecord.__table__, c.booking_id == b.booking_id))).scalar_one()
+        return conn.execute(query if live is None else query.where(live)).scalar_one()
 
 
 def crm_ids_for_bookings(engine: Engine, booking_ids: Iterable[str], crm_table: Any = CrmAppointment) -> list[str]:
-    """Ids of the stored CRM records of ``crm_table`` linked to any of ``booking_ids`` (in no set order)."""
+    """Ids of the stored CRM records of ``crm_table`` (not deleted) linked to any of ``booking_ids`` (in no set order)."""
     booking_ids = list(booking_ids)
     if not booking_ids:
         return []
     c = crm_table.__table__.c
+    query = select(c.id).where(c.booking_id.in_(booking_ids))
+    live = _live(crm_table.__table__)
     with engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(c.id).where(c.booking_id.in_(booking_ids)))]
+        return [r[0] for r in conn.execute(query if live is None else query.where(live))]
+
+
+def mark_deleted(engine: Engine, crm_table: Any, crm_ids: Iterable[str], now: datetime) -> list[dict[str, Any]]:
+    """Mark the stored records ``crm_ids`` of ``crm_table`` (one with a ``deleted_at`` column) deleted at
+    ``now``; returns the rows (``id``, ``booking_id``, ``title``) of those newly marked: records not
+    stored, or marked before (the echo of our own delete), are left out."""
+    ids = sorted(set(crm_ids))
+    if not ids:
+        return []
+    t = crm_table.__table__
+    with engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(select(t.c.id, t.c.booking_id, t.c.title).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))).mappings()]
+        if rows:
+            conn.execute(update(t).where(t.c.id.in_([r["id"] for r in rows])).values(deleted_at=now))
+    return rows
 
 
 def newest_modified_time(engine: Engine, crm_table: Any = CrmAppointment) -> datetime | None:

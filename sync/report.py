@@ -100,7 +100,8 @@ def change_entry(action: Action, link: Link | None) -> dict[str, Any]:
         new = f"status {_new_status(action)}"
     return {
         "booking_id": action.booking_id, "crm_id": action.crm_id, "target": action.target.value, "kind": action.kind.value, "value": action.value,
-        "change": change_name(action), "written_to": SIDE_WORDS[action.target], "old": old, "new": new, "time_zone": tz,
+        "change": change_name(action), "written_to": SIDE_WORDS[action.target] + (f" {action.scope}" if action.scope and action.target is Side.CRM else ""),
+        "old": old, "new": new, "time_zone": tz,
     }
 
 
@@ -226,6 +227,11 @@ class SyncSummary(BaseModel):
     :meth:`sync.budget.FamilyDay.summary`); ``waiting``: what the budget put off, in words
     (done by a later run, nothing lost); ``would_call``: a dry run's writes
     (``bookings_calls``, ``crm_calls``, ``crm_credits``).
+
+    ``modules``: the CRM modules synced (``Appointments__s``, ``Events``); the counts add up
+    over them. ``notes``: what the run saw and only reports (records of a module not synced,
+    Meetings missing from a Bulk Read), in words. ``kept``: differences a module keeps as they are by the organisation's choice
+    (a cancelled booking's Meeting in time-only mode, a Meeting deleted in CRM), reported once.
     """
 
     run_id: str
@@ -242,11 +248,14 @@ class SyncSummary(BaseModel):
     failed: int = 0
     conflicts: int = 0
     deferred: int = 0
+    kept: int = 0
     invalid: int = 0
+    modules: list[str] = Field(default_factory=list)
     api_calls: dict[str, int] = Field(default_factory=dict)
     zoho_calls: dict[str, dict[str, int]] = Field(default_factory=dict)
     budget: dict[str, dict[str, Any]] = Field(default_factory=dict)
     waiting: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
     would_call: dict[str, int] = Field(default_factory=dict)
     token_refreshed: bool = False
     changes: list[dict[str, Any]] = Field(default_factory=list)
@@ -271,7 +280,7 @@ class SyncSummary(BaseModel):
     def nothing_to_do(self) -> bool:
         """True when the run changed nothing and found nothing wrong: nothing planned, applied,
         failed, in conflict or deferred (for a records run: the echo of an earlier write)."""
-        return self.error is None and not (self.planned or self.applied or self.failed or self.conflicts or self.deferred or self.waiting)
+        return self.error is None and not (self.planned or self.applied or self.failed or self.conflicts or self.deferred or self.kept or self.waiting or self.notes)
 
     def headline(self) -> str:
         """One line for the run's final state message: ``3 applied, 1 failed, 2 conflicts`` or
@@ -283,7 +292,8 @@ class SyncSummary(BaseModel):
         verb = "planned (dry run)" if self.dry_run else "applied"
         done = sum(self.planned.values()) if self.dry_run else self.applied
         waiting = f"; {len(self.waiting)} put off by the API budget" if self.waiting else ""
-        return f"{done} {verb}, {self.failed} failed, {_count(self.conflicts, 'conflict')}, {self.deferred} deferred{waiting}"
+        kept = f", {self.kept} kept as they are" if self.kept else ""
+        return f"{done} {verb}, {self.failed} failed, {_count(self.conflicts, 'conflict')}, {self.deferred} deferred{kept}{waiting}"
 
     def budget_markdown(self) -> str:
         """The "Zoho API today" part of :meth:`markdown`: per family the day so far against the
@@ -307,6 +317,8 @@ class SyncSummary(BaseModel):
             text = "\n### Zoho API today\n\n| | used / budget | forecast for the day | this run |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
         if self.waiting:
             text += "\nPut off by the API budget (a later run does it; nothing is lost):\n\n" + "\n".join(f"- {w}" for w in self.waiting[:50]) + "\n"
+        if self.notes:
+            text += "\nReported only (nothing was changed for these):\n\n" + "\n".join(f"- {n}" for n in self.notes[:50]) + "\n"
         if self.would_call:
             text += f"\nA real run would send {self.would_call.get('bookings_calls', 0)} Bookings calls and {self.would_call.get('crm_calls', 0)} CRM calls ({self.would_call.get('crm_credits', 0)} credits).\n"
         return text
@@ -327,9 +339,9 @@ class SyncSummary(BaseModel):
         failed = f"{self.failed}" + (f" ({self.invalid} invalid records)" if self.invalid else "")
         return (
             f"## Appointment sync ({self.mode}{', dry run' if self.dry_run else ''})\n\n{outcome}"
-            f"| | |\n|---|---|\n| linked appointments | {self.links} |\n| unchanged | {self.unchanged} |\n"
+            f"| | |\n|---|---|\n| CRM modules | {', '.join(self.modules) or '-'} |\n| linked records (all modules) | {self.links} |\n| unchanged | {self.unchanged} |\n"
             f"| agreed (base updated, nothing sent) | {self.agreed} |\n| planned | {planned} |\n| applied | {self.applied} |\n"
-            f"| failed (retried next run) | {failed} |\n| conflicts | {self.conflicts} |\n| deferred | {self.deferred} |\n"
+            f"| failed (retried next run) | {failed} |\n| conflicts | {self.conflicts} |\n| deferred | {self.deferred} |\n| kept as they are | {self.kept} |\n"
             f"| invalid records skipped | {self.invalid} |\n| API calls | {calls} |\n| token refreshed | {self.token_refreshed} |\n"
             + self.budget_markdown()
         )

@@ -6,7 +6,8 @@ migrations in ``sync/migrations/`` (:func:`sync.store.open_store`), never by
 
 * CRM side: ``crm_appointments`` (:class:`CrmAppointment`), ``crm_events`` (:class:`CrmEvent`).
 * Bookings side: ``bookings`` (:class:`BookingRecord`).
-* The sync: ``sync_base`` (:class:`SyncBase`), ``sync_actions`` (:class:`SyncAction`).
+* The sync: ``sync_base`` (:class:`SyncBase`; Meetings: ``sync_base_events``, :class:`SyncBaseEvent`),
+  ``sync_actions`` (:class:`SyncAction`).
 * The API budget: ``api_usage`` (:class:`ApiUsage`), ``pending_reads`` (:class:`PendingRead`),
   ``budget_alerts`` (:class:`BudgetAlert`).
 * Bulk Read: ``bulk_read_runs`` (:class:`BulkReadRun`), ``bulk_jobs`` (:class:`BulkJob`),
@@ -105,7 +106,9 @@ class CrmAppointment(SQLModel, table=True):
 
 
 class CrmEvent(SQLModel, table=True):
-    """A CRM ``Events`` (Meetings) record as last read."""
+    """A CRM ``Events`` (Meetings) record as last read. ``status``: the organisation's status
+    picklist (:class:`sync.modules.Meetings`; None in time-only mode); ``deleted_at``: when
+    the Meeting was deleted in CRM (a ``delete`` notification, or our own delete)."""
 
     __tablename__ = "crm_events"
 
@@ -117,6 +120,8 @@ class CrmEvent(SQLModel, table=True):
     modified_time: datetime | None = _dt()
     job_id: str | None = None
     loaded_at: datetime | None = _dt()
+    status: str | None = None
+    deleted_at: datetime | None = _dt()
 
 
 class BulkReadRun(SQLModel, table=True):
@@ -219,6 +224,22 @@ class SyncBase(SQLModel, table=True):
     agreed_at: datetime | None = _dt()
 
 
+class SyncBaseEvent(SQLModel, table=True):
+    """The Meetings' base (:class:`SyncBase`'s columns): an organisation syncing ``Appointments__s``
+    and Meetings keeps one base per module, so each module's diff is its own."""
+
+    __tablename__ = "sync_base_events"
+
+    booking_id: str = Field(primary_key=True)
+    crm_id: str = Field(index=True)
+    crm_start: datetime | None = _dt()
+    crm_status: str
+    bookings_start: datetime | None = _dt()
+    bookings_status: str
+    time_zone: str
+    agreed_at: datetime | None = _dt()
+
+
 class SyncAction(SQLModel, table=True):
     """One planned change and what became of it (the action log and retry queue)."""
 
@@ -287,5 +308,5 @@ class BudgetAlert(SQLModel, table=True):
 
 #: The tables migration ``0001`` creates (the schema before migrations).
 INITIAL_TABLES: tuple[type[SQLModel], ...] = (CrmAppointment, CrmEvent, BulkReadRun, BulkJob, RejectedRecord, Bookmark, BookingRecord, SyncBase, SyncAction)
-#: Every table of the state store (``0002`` adds the API budget's).
-TABLES: tuple[type[SQLModel], ...] = (*INITIAL_TABLES, ApiUsage, PendingRead, BudgetAlert)
+#: Every table of the state store (``0002`` adds the API budget's, ``0003`` the Meetings' base).
+TABLES: tuple[type[SQLModel], ...] = (*INITIAL_TABLES, ApiUsage, PendingRead, BudgetAlert, SyncBaseEvent)

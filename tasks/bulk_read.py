@@ -64,20 +64,22 @@ async def download_bulk_result(oauth_block: str, download_url: str, dest: str) -
 
 
 @task(name="load-bulk-page", cache_policy=NO_CACHE)
-def load_bulk_page(store_url: str, job_id: str, zip_path: str, module: str, file_type: str, booking_field: str) -> LoadReport:
-    """Load one downloaded page into the state store (one transaction)."""
+def load_bulk_page(store_url: str, job_id: str, zip_path: str, module: str, file_type: str, booking_field: str, status_field: str | None = None) -> LoadReport:
+    """Load one downloaded page into the state store (one transaction); ``status_field``: the
+    ``Events`` status picklist read into ``status`` (CSV only; None: not read)."""
     engine = open_store(store_url)
     try:
         if file_type == "ics":
             return load_ics_zip(engine, zip_path, job_id)
-        return load_csv_zip(engine, zip_path, job_id, module_mapping(module, booking_field))
+        return load_csv_zip(engine, zip_path, job_id, module_mapping(module, booking_field, status_field))
     finally:
         engine.dispose()
 
 
-def mapping_fields(module: str, booking_field: str) -> list[str]:
-    """The fields a Bulk Read of ``module`` asks for so the loader has every column it maps."""
-    return module_mapping(module, booking_field).fields
+def mapping_fields(module: str, booking_field: str, status_field: str | None = None) -> list[str]:
+    """The fields a Bulk Read of ``module`` asks for so the loader has every column it maps
+    (for ``Events`` with a ``status_field``, that field too)."""
+    return module_mapping(module, booking_field, status_field).fields
 
 
 def job_summary(job: Any) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def _page_name() -> str:
 
 def _crm_batch_name() -> str:
     actions = task_run.parameters.get("actions") or []
-    return f"put-{task_run.parameters.get('module', 'crm')}-{len(actions)}-records"
+    module = task_run.parameters.get("module", "crm")
+    return f"put-{getattr(module, 'api_name', module)}-{len(actions)}-records"
 
 
 def _bookings_action_name() -> str:
@@ -327,22 +328,40 @@ async def _crm_unless_done(zoho: ZohoClient, adapter: CrmModule, outcome: Outcom
 
 
 @task(name="apply-crm-batch", task_run_name=_crm_batch_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)
-async def apply_crm_batch(oauth_block: str, module: str, actions: list[Action]) -> list[Outcome]:
-    """One ``PUT /crm/v7/{module}`` of up to 100 actions (payloads and rules: :func:`sync.modules.crm_module`);
-    per-record outcomes in the order of ``actions``. An action the module refuses is not sent (``sent`` False).
+async def apply_crm_batch(oauth_block: str, module: str | CrmModule, actions: list[Action]) -> list[Outcome]:
+    """One ``PUT /crm/v7/{module}`` of up to 100 actions (payloads and rules: the adapter ``module``,
+    or :func:`sync.modules.crm_module` of its API name); per-record outcomes in the order of ``actions``.
+    An action the module refuses is not sent (``sent`` False). Actions the module sends as deletes
+    (:meth:`~sync.modules.CrmModule.deletes`: a Meeting of a cancelled booking, time-only ``delete``
+    policy) go in one ``DELETE /crm/v7/{module}?ids=`` instead; a record already gone counts as deleted.
     A ``DEPENDENT_FIELD_UNCHANGED`` record is read again (one ``GET`` by id each, :func:`_crm_unless_done`):
     done when CRM shows the target, else a refusal with Zoho's reason (not transient)."""
-    adapter = crm_module(module)
+    adapter = crm_module(module) if isinstance(module, str) else module
+    name = adapter.api_name
     reasons = [adapter.refusal(a) for a in actions]
     sendable = [a for a, reason in zip(actions, reasons) if reason is None]
-    outcomes: list[Outcome] = []
+    updates = [a for a in sendable if not adapter.deletes(a)]
+    deletes = [a for a in sendable if adapter.deletes(a)]
+    done: dict[int, Outcome] = {}
     if sendable:
         async with zoho_client(oauth_block) as zoho:
-            results = await zoho.crm.update_records(module, [crm_json(adapter.payload(a)) for a in sendable])
-            outcomes = [_crm_outcome(module, a, r) for a, r in zip(sendable, results)]
-            outcomes = [await _crm_unless_done(zoho, adapter, o) if o.maybe_done else o for o in outcomes]
-    answered = iter(outcomes)
-    return [refused(a, reason) if reason is not None else next(answered) for a, reason in zip(actions, reasons)]
+            if updates:
+                results = await zoho.crm.update_records(name, [crm_json(adapter.payload(a)) for a in updates])
+                outcomes = [_crm_outcome(name, a, r) for a, r in zip(updates, results)]
+                for a, o in zip(updates, outcomes):
+                    done[id(a)] = await _crm_unless_done(zoho, adapter, o) if o.maybe_done else o
+            if deletes:
+                results = await zoho.crm.delete_records(name, [a.crm_id for a in deletes])
+                by_id = {str(r.details.get("id")): r for r in results}
+                for a in deletes:
+                    r = by_id.get(a.crm_id)
+                    if r is None:
+                        done[id(a)] = Outcome(a, False, "NO_RESULT", "Zoho's delete answer names no result for this record", transient=True)
+                    elif r.ok or r.code == "INVALID_DATA":  # INVALID_DATA for an id: the record is gone already
+                        done[id(a)] = Outcome(a, True, r.code, r.message if r.ok else f"already deleted ({r.message})")
+                    else:
+                        done[id(a)] = _crm_outcome(name, a, r)
+    return [refused(a, reason) if reason is not None else done[id(a)] for a, reason in zip(actions, reasons)]
 
 
 @task(name="apply-bookings-action", task_run_name=_bookings_action_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient, **ZOHO_RETRIES)

@@ -351,6 +351,22 @@ class CrmClient:
         _raise_for(response)
         raise _unexpected(response, "the update answer has no per-record results")
 
+    async def delete_records(self, module: str, ids: Sequence[str]) -> list[RecordResult]:
+        """``DELETE /crm/{version}/{module}?ids=1,2`` (Zoho's Delete Records API) with 1 to 100 ids;
+        per-record results in the order Zoho gives them (each names its ``details.id``).
+
+        A per-record failure is a :class:`RecordResult` with ``status: error``; only a top-level
+        failure raises. Raises ``ValueError`` for more than 100 ids or none.
+        """
+        if not ids or len(ids) > MAX_UPDATE_RECORDS:
+            raise ValueError(f"delete_records takes 1 to {MAX_UPDATE_RECORDS} ids, got {len(ids)}")
+        response = await _send(self.http, "DELETE", f"{self.base_url}/crm/{self.version}/{module}", auth=self.auth, params={"ids": ",".join(ids)})
+        payload = _json_or_none(response)
+        if isinstance(payload, dict) and isinstance(payload.get("data"), list) and payload["data"]:
+            return [RecordResult.model_validate(entry) for entry in payload["data"]]
+        _raise_for(response)
+        raise _unexpected(response, "the delete answer has no per-record results")
+
     async def update_appointments(self, updates: Sequence[AppointmentUpdate]) -> list[RecordResult]:
         """Reschedule / cancel / complete up to 100 ``Appointments__s`` records (seeds 002/004)."""
         return await self.update_records("Appointments__s", updates)

@@ -89,6 +89,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "Events": {
         "id": "bigint", "Start_DateTime": "datetime", "End_DateTime": "datetime", "Modified_Time": "datetime",
         "Created_Time": "datetime", "Event_Title": "text", "Owner": "ownerlookup", "All_day": "boolean",
+        "Booking_Status": "picklist",  # the default status picklist of Meetings (a custom field; configurable)
     },
 }
 
