@@ -6,6 +6,10 @@ receiver checks that token (``APPT_SYNC_RECEIVER_CHANNEL_TOKEN``). A channel liv
 at most one week, so the ``renew-notification-channel`` flow
 (:mod:`flows.notifications`) subscribes it again before ``channel_expiry``.
 
+A channel watches ``<module>.all`` of every CRM module its organisation syncs
+(:func:`module_events` of ``AppointmentSyncConfig.synced_modules``: ``Appointments__s``,
+``Events`` or both).
+
 The token is random (``secrets.token_urlsafe``, 43 characters; Zoho allows 50),
 generated when the block is created without one, and kept across renewals.
 Prefect encrypts it with the block's other ``SecretStr`` fields.
@@ -98,6 +102,12 @@ class NotificationChannel(Block):
     def token_generated(self) -> bool:
         """Whether this instance made up its token (the stored document had none)."""
         return self._token_generated
+
+
+def module_events(modules: list[str]) -> list[str]:
+    """The events a channel watches for CRM ``modules`` (``AppointmentSyncConfig.synced_modules``):
+    ``<module>.all`` each (insert, update, delete, restore), in order, each once."""
+    return [f"{m}.all" for m in dict.fromkeys(modules)]
 
 
 def new_channel_id() -> int:

@@ -13,10 +13,11 @@ For the local stack (``make up``, ``make demo``): :func:`connect` onboards the
 sandbox into the ``ZohoOAuth`` block ``zoho-sandbox`` (when that block does not
 work with it yet) and saves the ``AppointmentSyncConfig`` ``sync-sandbox``
 (:func:`save_sync_config`, state store ``.data/stack-state.db``, Bookings time
-zone the sandbox's own ``org_time_zone``: :func:`sandbox_time_zone`); :func:`wire`
+zone the sandbox's own ``org_time_zone``: :func:`sandbox_time_zone`; both CRM
+modules, ``Appointments__s`` and Meetings, ``Events``); :func:`wire`
 points the sandbox's Bookings webhook and a CRM notification channel (kept in the
 ``NotificationChannel`` block ``crm-channel``, which ``renew-notification-channel``
-renews) at the webhook receiver.
+renews; it watches ``<module>.all`` of each module the config syncs) at the webhook receiver.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ CONFIG_BLOCK = "sync-sandbox"
 #: ``renew-notification-channel`` renews), and the channel's id when it is new.
 CHANNEL_BLOCK = "crm-channel"
 CHANNEL_ID = 1000000068001
+#: The CRM modules the sandbox organisation syncs (``AppointmentSyncConfig.crm_modules``).
+SANDBOX_MODULES = ("Appointments__s", "Events")
 
 
 def state_store_url(data: Path) -> str:
@@ -166,7 +169,8 @@ def state_store_url(data: Path) -> str:
 
 async def save_sync_config(config_block: str, oauth_block: str, data: Path, bookings_time_zone: str = SANDBOX_TIME_ZONE) -> None:
     """Save the ``AppointmentSyncConfig`` ``config_block`` for the sandbox (the one ``up()`` and the demo use):
-    the sandbox's workspace time zone (``bookings_time_zone``: pass :func:`sandbox_time_zone`; its
+    both CRM modules (:data:`SANDBOX_MODULES`: Appointments and Meetings), the sandbox's workspace
+    time zone (``bookings_time_zone``: pass :func:`sandbox_time_zone`; its
     default, Asia/Kolkata, is the sandbox's default), its default plans (Bookings Premium,
     CRM Enterprise with 10 users: ``sandbox/config.py``) and the page size it accepts
     (``fetchappointment`` ``per_page`` up to 100: half the window calls of the default 50), so the
@@ -175,7 +179,7 @@ async def save_sync_config(config_block: str, oauth_block: str, data: Path, book
 
     config = AppointmentSyncConfig(
         oauth_block=oauth_block, bookings_time_zone=check_time_zone(bookings_time_zone), state_store_url=state_store_url(data),
-        bookings_plan="premium", crm_edition="enterprise", crm_users=10, bookings_page_size=100,
+        bookings_plan="premium", crm_edition="enterprise", crm_users=10, bookings_page_size=100, crm_modules=list(SANDBOX_MODULES),
     )
     await config.asave(config_block, overwrite=True)
 
@@ -204,32 +208,42 @@ async def connect(sandbox_url: str, data: Path, oauth_block: str, config_block: 
     return onboarded
 
 
-async def subscribe_receiver_channel(oauth_block: str, notify_url: str, token: str, channel_block: str = CHANNEL_BLOCK) -> None:
+async def subscribe_receiver_channel(oauth_block: str, notify_url: str, token: str, channel_block: str = CHANNEL_BLOCK, config_block: str | None = None) -> None:
     """Subscribe the CRM notification channel to ``notify_url`` with ``token`` and keep it in a block.
 
     The ``NotificationChannel`` block ``channel_block`` (created with id
     :data:`CHANNEL_ID`, or updated: same channel id, the receiver's token) is what
     the daily ``renew-notification-channel`` deployment renews, so the channel keeps
-    the token the receiver checks. Raises ``RuntimeError`` when Zoho refuses it.
+    the token the receiver checks. With ``config_block`` (an ``AppointmentSyncConfig``)
+    it watches ``<module>.all`` of each module that config syncs
+    (:func:`~blocks.notification_channel.module_events`); without, the block's events
+    (new: ``Appointments__s.all``). Raises ``RuntimeError`` when Zoho refuses it,
+    ``ValueError`` when ``config_block`` does not exist.
     """
-    from blocks.notification_channel import configure_channel
+    from blocks.notification_channel import configure_channel, module_events
     from flows.notifications import ChannelRefusedError, subscribe
 
-    block, _ = await configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, token=SecretStr(token), new_id=CHANNEL_ID)
+    events = None
+    if config_block is not None:
+        from blocks import AppointmentSyncConfig
+
+        events = module_events((await AppointmentSyncConfig.aload(config_block)).synced_modules)
+    block, _ = await configure_channel(channel_block, oauth_block=oauth_block, notify_url=notify_url, token=SecretStr(token), new_id=CHANNEL_ID, events=events)
     try:
         await subscribe(block, channel_block)
     except ChannelRefusedError as exc:
         raise RuntimeError(f"the sandbox refused the notification channel: {exc.code} {exc.message}") from exc
 
 
-def wire(sandbox_url: str, receiver_url: str, oauth_block: str, secret: dict[str, str]) -> None:
+def wire(sandbox_url: str, receiver_url: str, oauth_block: str, secret: dict[str, str], config_block: str = CONFIG_BLOCK) -> None:
     """Point the sandbox's Bookings webhook and a CRM notification channel at the receiver.
 
     ``secret``: the receiver's secrets (:func:`deployments.services.receiver_secrets`).
+    The channel watches each CRM module ``config_block`` syncs (:func:`subscribe_receiver_channel`).
     The Bookings secret travels in a header (not in the URL, which the sandbox's
     outbox log shows); the sandbox keeps its settings in memory, so this runs on
     every ``up()``.
     """
     hook = {"bookings_webhook_url": f"{receiver_url}/zoho/bookings/webhook", "bookings_webhook_headers": {"X-Zoho-Bookings-Secret": secret["APPT_SYNC_RECEIVER_BOOKINGS_SECRET"]}}
     httpx.put(f"{sandbox_url}/__sandbox/config", json=hook, timeout=10).raise_for_status()
-    asyncio.run(subscribe_receiver_channel(oauth_block, f"{receiver_url}/zoho/crm/notifications", secret["APPT_SYNC_RECEIVER_CHANNEL_TOKEN"]))
+    asyncio.run(subscribe_receiver_channel(oauth_block, f"{receiver_url}/zoho/crm/notifications", secret["APPT_SYNC_RECEIVER_CHANNEL_TOKEN"], config_block=config_block))

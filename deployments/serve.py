@@ -14,7 +14,9 @@ deployment                 what starts it, what it does
                            tomorrow (``scan_*`` settings; at most ``scan_max_calls``
                            calls a run)
 ``sync-on-webhook``        event ``zoho.sync.requested`` (from the webhook receiver):
-                           sync exactly the ids in the event
+                           sync exactly the ids in the event (``crm_module``,
+                           ``crm_ids``, ``deleted_crm_ids``, ``booking_ids``,
+                           ``booking_states`` of its payload)
 ``bulk-read-callback``     event ``zoho.bulk_read.callback``: record the finished
                            Bulk Read job, so its waiting ``bulk-read`` run goes on
 =========================  =======================================================
@@ -75,7 +77,9 @@ def build(config_block: str, oauth_block: str, time_zone: str = "UTC", channel_b
                     match={"prefect.resource.id": f"zoho.sync.{config_block}"},
                     parameters={
                         "config_block": "{{ event.payload.config_block }}",
+                        "crm_module": "{{ event.payload.crm_module }}",
                         "crm_ids": "{{ event.payload.crm_ids }}",
+                        "deleted_crm_ids": "{{ event.payload.deleted_crm_ids }}",
                         "booking_ids": "{{ event.payload.booking_ids }}",
                         "booking_states": "{{ event.payload.booking_states }}",
                     },

@@ -12,7 +12,9 @@ sandbox into the ``ZohoOAuth`` block ``zoho-sandbox`` and the ``AppointmentSyncC
 ``sync-sandbox`` (state store ``.data/stack-state.db``), runs one full sync to set
 the base, then points the sandbox's Bookings webhook and a CRM notification channel
 (kept in the ``NotificationChannel`` block ``crm-channel``, which
-``renew-notification-channel`` renews) at the receiver (:mod:`deployments.onboarding`).
+``renew-notification-channel`` renews; it watches both modules ``sync-sandbox`` syncs,
+``Appointments__s`` and ``Events``, and the receiver accepts both) at the receiver
+(:mod:`deployments.onboarding`).
 From then on an edit on either side reaches the other through receiver ->
 ``zoho.sync.requested`` event -> trigger -> ``sync-on-webhook`` run. The receiver's
 channel token, Bookings secret and callback secret are generated once into
@@ -132,7 +134,7 @@ def up(
         if hook is not None:
             processes.wait_healthy(f"{receiver_url}/healthz", 60, hook)
         services.wait_serving(api, serve_started if runner is not None else None, runner)
-        onboarding.wire(sandbox_url, receiver_url, oauth_block, secret)
+        onboarding.wire(sandbox_url, receiver_url, oauth_block, secret, config_block)
     return stack
 
 

@@ -8,8 +8,11 @@ Routes:
 
 * ``POST /zoho/crm/notifications``: Zoho CRM's notification payload
   (``shared/zoho-api-notes.md``). The channel ``token`` is compared in constant
-  time; ``module`` must be one we sync and ``operation`` one of ``insert``,
-  ``update``, ``delete``, ``restore``. Event ``zoho.crm.notification``.
+  time; ``module`` must be one we sync (``modules``, default ``Appointments__s`` and
+  ``Events``, CRM Meetings; any other: 422) and ``operation`` one of ``insert``,
+  ``update``, ``delete``, ``restore``. Event ``zoho.crm.notification``. The ids are
+  queued per module: ``insert``, ``update``, ``restore`` as records to read
+  (``crm_ids``), ``delete`` as records deleted in CRM (``deleted_crm_ids``).
 * ``POST /zoho/bookings/webhook``: JSON with at least ``booking_id`` (a booking id:
   see "Ids" below), authenticated by a shared secret in the
   ``X-Zoho-Bookings-Secret`` header or ``?secret=``, checked before the body is read.
@@ -49,6 +52,14 @@ id in requests that fit a URL (:func:`zoho.clients.chunk_ids`).
 
 A burst does not become a storm: ids are coalesced and emitted as ``zoho.sync.requested`` events (at most 500 ids each),
 which the ``sync-on-webhook`` deployment's trigger turns into one flow run each.
+An event's payload is ``{"config_block", "crm_module", "crm_ids", "deleted_crm_ids",
+"booking_ids", "booking_states"}`` (the parameters the trigger passes on): either the
+CRM ids of one module (``crm_module`` its API name, ``crm_ids`` and ``deleted_crm_ids``
+together at most 500, ``booking_ids`` empty, ``booking_states`` ``{}``) or booking ids
+(``crm_module`` null, both CRM lists empty); modules are never mixed in one event. A
+CRM record's latest notification in a window decides its list: deleted after an
+update, it is in ``deleted_crm_ids`` only; updated or restored after a delete, in
+``crm_ids`` only.
 Leading edge and throttle: when the receiver has been idle, the first id is
 emitted ``leading_seconds`` (0.2 s) after it arrives, so a single edit is not held
 back; while ids keep coming, at most one event per ``coalesce_seconds`` (2 s).
@@ -61,10 +72,10 @@ echo that arrived before the write's answer was stored still costs no read.
 A ``zoho.sync.requested`` event links to what it asks about (:func:`sync_related`):
 the organisation (``zoho.sync.<config block>``, role ``organisation``), each booking
 (``zoho.appointment.<booking id>``, role ``booking``) and CRM record
-(``zoho.crm.record.<id>``, role ``crm-record``), the resource ids the sync flow's
-``zoho.appointment.*`` events carry, so the event feed connects a request, the run
-its trigger starts (Prefect relates the run to its ``triggering-event``) and the
-changes it applied.
+(``zoho.crm.record.<id>``, role ``crm-record``, its module in the label
+``zoho.crm.module``), the resource ids the sync flow's ``zoho.appointment.*`` events
+carry, so the event feed connects a request, the run its trigger starts (Prefect
+relates the run to its ``triggering-event``) and the changes it applied.
 """
 
 from __future__ import annotations
@@ -89,6 +100,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger("zoho_appointment_sync.webhook")
 
 CRM_OPERATIONS = frozenset({"insert", "update", "delete", "restore"})
+#: The CRM modules the receiver accepts notifications of unless configured (``APPT_SYNC_RECEIVER_MODULES``).
+CRM_MODULES = frozenset({"Appointments__s", "Events"})
+#: The module of CRM ids queued without one (:meth:`Coalescer.add`): the receiver's only module before Meetings.
+DEFAULT_MODULE = "Appointments__s"
+#: The payload list a CRM notification's ids go to, by operation.
+CRM_ID_KINDS = {"insert": "crm_ids", "update": "crm_ids", "restore": "crm_ids", "delete": "deleted_crm_ids"}
 MAX_IDS_PER_EVENT = 500
 #: Ids named as related resources per event (Prefect allows 100 related resources; the payload has them all).
 MAX_RELATED_IDS = 90
@@ -107,15 +124,17 @@ MAX_DROPPED_SHOWN = 20
 ID_PREVIEW = 40
 
 
-def sync_related(config_block: str, kind: str, ids: list[str]) -> list[dict[str, str]]:
+def sync_related(config_block: str, kind: str, ids: list[str], module: str | None = None) -> list[dict[str, str]]:
     """Related resources of a ``zoho.sync.requested`` event: the organisation, then the first
-    :data:`MAX_RELATED_IDS` of ``ids`` (``kind``: ``booking_ids`` or ``crm_ids``) with their roles."""
+    :data:`MAX_RELATED_IDS` of ``ids`` (``kind``: ``booking_ids``, or ``crm_ids`` / ``deleted_crm_ids``
+    of CRM ``module``, named in each record's ``zoho.crm.module`` label) with their roles."""
     related = [{"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation", "prefect.resource.name": config_block}]
     for i in ids[:MAX_RELATED_IDS]:
         if kind == "booking_ids":
             related.append({"prefect.resource.id": f"zoho.appointment.{i}", "prefect.resource.role": "booking", "prefect.resource.name": i})
         else:
-            related.append({"prefect.resource.id": f"zoho.crm.record.{i}", "prefect.resource.role": "crm-record", "prefect.resource.name": i})
+            record = {"prefect.resource.id": f"zoho.crm.record.{i}", "prefect.resource.role": "crm-record", "prefect.resource.name": i}
+            related.append({**record, "zoho.crm.module": module} if module else record)
     return related
 
 
@@ -135,6 +154,8 @@ class ReceiverSettings(BaseSettings):
     ``bookings_secret``: the shared secret of the Bookings webhook.
     ``callback_secret``: the secret in the Bulk Read callback URL.
     ``config_block``: the ``AppointmentSyncConfig`` the requested syncs run with.
+    ``modules``: the CRM modules whose notifications are accepted (default both
+    ``Appointments__s`` and ``Events``; e.g. ``APPT_SYNC_RECEIVER_MODULES='["Events"]'``).
     ``skip_echoes``: queue no sync for a Bookings webhook that reports what the state
     store already holds (module docstring); False queues every booking id.
     """
@@ -145,7 +166,7 @@ class ReceiverSettings(BaseSettings):
     bookings_secret: SecretStr = SecretStr("")
     callback_secret: SecretStr = SecretStr("")
     config_block: str = "sync-sandbox"
-    modules: frozenset[str] = frozenset({"Appointments__s"})
+    modules: frozenset[str] = CRM_MODULES
     state_store_url: str | None = None
     coalesce_seconds: float = 2.0
     leading_edge: bool = True
@@ -286,18 +307,22 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class Coalescer:
-    """Collects ids per kind and emits them as ``zoho.sync.requested`` events.
+    """Collects ids per kind (and CRM ids per module) and emits them as ``zoho.sync.requested`` events.
 
     Timing (``ReceiverSettings``): idle, the first id is emitted ``leading_seconds``
     after it arrives; then at most one flush per ``coalesce_seconds`` while ids keep
     coming. ``leading_edge=False`` flushes on a fixed ``coalesce_seconds`` tick.
+    The payloads are those of the module docstring: one module's CRM ids, or booking ids.
     """
 
     def __init__(self, settings: ReceiverSettings, emit: Any) -> None:
         self.settings = settings
         self.emit = emit
         self._related = _takes_related(emit)
-        self.pending: dict[str, set[str]] = defaultdict(set)
+        #: Queued CRM ids by module: each id's list (``crm_ids`` or ``deleted_crm_ids``), its latest notification's.
+        self.crm: dict[str, dict[str, str]] = {}
+        #: Queued booking ids.
+        self.bookings: set[str] = set()
         #: The state the latest webhook of each queued booking reported (``status``, ``start_time``,
         #: ``time_zone`` as sent), passed on as ``booking_states`` so the sync run can skip reading a
         #: booking whose webhook only repeats what the store holds by the time the run reads.
@@ -307,42 +332,80 @@ class Coalescer:
         self.echoes_skipped = 0
         self._wake = asyncio.Event()
 
-    def add(self, kind: str, ids: list[str], states: dict[str, dict[str, str]] | None = None) -> None:
-        """Queue ``ids`` of ``kind`` (``crm_ids`` or ``booking_ids``); ``states``: what the webhook of a
-        booking reported (the latest wins; a webhook without one forgets an earlier one)."""
-        self.pending[kind].update(ids)
+    @property
+    def pending(self) -> dict[str, set[str]]:
+        """A snapshot of the queued ids by kind (``crm_ids``, ``deleted_crm_ids`` of every module, ``booking_ids``)."""
+        view: dict[str, set[str]] = defaultdict(set)
+        view["booking_ids"] = set(self.bookings)
+        for queued in self.crm.values():
+            for crm_id, kind in queued.items():
+                view[kind].add(crm_id)
+        return view
+
+    @property
+    def pending_ids(self) -> int:
+        """How many ids are queued (a CRM id once per module that named it)."""
+        return len(self.bookings) + sum(len(queued) for queued in self.crm.values())
+
+    def add(self, kind: str, ids: list[str], states: dict[str, dict[str, str]] | None = None, module: str = DEFAULT_MODULE) -> None:
+        """Queue ``ids`` of ``kind``: ``crm_ids`` (records to read) or ``deleted_crm_ids`` (records deleted)
+        of CRM ``module``, or ``booking_ids``; ``states``: what the webhook of a booking reported (the
+        latest wins; a webhook without one forgets an earlier one). A CRM id queued again moves to
+        ``kind``: the latest notification decides."""
         if kind == "booking_ids":
+            self.bookings.update(ids)
             for booking_id in ids:
                 if states and booking_id in states:
                     self.states[booking_id] = states[booking_id]
                 else:
                     self.states.pop(booking_id, None)
+        elif kind in ("crm_ids", "deleted_crm_ids"):
+            self.crm.setdefault(module, {}).update(dict.fromkeys(ids, kind))
+        else:
+            raise ValueError(f"unknown kind of ids {kind!r}")
         self._wake.set()
 
+    def _send(self, payload: dict[str, Any], kind: str, ids: list[str], module: str | None) -> bool:
+        """Emit one event; False (ids kept, logged) when emitting fails."""
+        resource = {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}
+        related = {"related": sync_related(self.settings.config_block, kind, ids, module)} if self._related else {}
+        try:
+            self.emit("zoho.sync.requested", resource, payload, **related)
+        except Exception:  # noqa: BLE001 - keep the ids; the next window tries again
+            log.exception("could not emit zoho.sync.requested; %s ids kept for the next window", self.pending_ids)
+            return False
+        return True
+
     def flush(self) -> int:
-        """Emit what is pending; returns the number of events. Ids stay queued if emitting fails."""
+        """Emit what is pending (each module's CRM ids, then booking ids); returns the number of events.
+        Ids stay queued if emitting fails (and the flush stops there)."""
         sent = 0
-        for kind in ("crm_ids", "booking_ids"):
-            ids = sorted(self.pending.get(kind, ()))
+        base = {"config_block": self.settings.config_block, "crm_module": None, "crm_ids": [], "deleted_crm_ids": [], "booking_ids": [], "booking_states": {}}
+        for module in sorted(self.crm):
+            queued = self.crm[module]
+            ids = sorted(queued)
             for i in range(0, len(ids), MAX_IDS_PER_EVENT):
                 chunk = ids[i : i + MAX_IDS_PER_EVENT]
-                payload: dict[str, Any] = {"config_block": self.settings.config_block, "crm_ids": [], "booking_ids": [], "booking_states": {}}
-                payload[kind] = chunk
-                if kind == "booking_ids":
-                    payload["booking_states"] = {b: self.states[b] for b in chunk if b in self.states}
-                resource = {"prefect.resource.id": f"zoho.sync.{self.settings.config_block}"}
-                related = {"related": sync_related(self.settings.config_block, kind, chunk)} if self._related else {}
-                try:
-                    self.emit("zoho.sync.requested", resource, payload, **related)
-                except Exception:  # noqa: BLE001 - keep the ids; the next window tries again
-                    log.exception("could not emit zoho.sync.requested; %s ids kept for the next window", len(ids) - i)
+                payload = {**base, "crm_module": module,
+                           "crm_ids": [c for c in chunk if queued[c] == "crm_ids"], "deleted_crm_ids": [c for c in chunk if queued[c] == "deleted_crm_ids"]}
+                if not self._send(payload, "crm_ids", chunk, module):
                     self.emitted_events += sent
                     return sent
-                self.pending[kind].difference_update(chunk)
-                if kind == "booking_ids":
-                    for b in chunk:
-                        self.states.pop(b, None)
+                for c in chunk:
+                    del queued[c]
                 sent += 1
+            del self.crm[module]
+        ids = sorted(self.bookings)
+        for i in range(0, len(ids), MAX_IDS_PER_EVENT):
+            chunk = ids[i : i + MAX_IDS_PER_EVENT]
+            payload = {**base, "booking_ids": chunk, "booking_states": {b: self.states[b] for b in chunk if b in self.states}}
+            if not self._send(payload, "booking_ids", chunk, None):
+                self.emitted_events += sent
+                return sent
+            self.bookings.difference_update(chunk)
+            for b in chunk:
+                self.states.pop(b, None)
+            sent += 1
         self.emitted_events += sent
         return sent
 
@@ -359,7 +422,7 @@ class Coalescer:
                 await asyncio.sleep(leading)  # let the ids of one edit arrive together
                 self._wake.clear()
                 self.flush()
-                if any(self.pending.values()):  # emitting failed: try again after the window
+                if self.pending_ids:  # emitting failed: try again after the window
                     self._wake.set()
                 await asyncio.sleep(window)  # ids arriving meanwhile wait for the next flush
         finally:
@@ -449,7 +512,7 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "pending_ids": sum(len(v) for v in coalescer.pending.values()), "echoes_skipped": coalescer.echoes_skipped}
+        return {"status": "ok", "pending_ids": coalescer.pending_ids, "echoes_skipped": coalescer.echoes_skipped}
 
     @app.post("/zoho/crm/notifications")
     async def crm_notification(request: Request) -> JSONResponse:
@@ -479,8 +542,7 @@ def create_receiver(settings: ReceiverSettings | None = None, emit: Any = prefec
             return JSONResponse({"error": f"no CRM record id in ids (1 to {MAX_CRM_ID_DIGITS} digits each)", **report}, status_code=422)
         notified = {"module": module, "operation": operation, "ids": ids, "channel_id": str(body.get("channel_id"))}
         emit("zoho.crm.notification", {"prefect.resource.id": f"zoho.crm.{module}"}, {**notified, **({"dropped": len(dropped)} if dropped else {})})
-        if operation != "delete":
-            coalescer.add("crm_ids", ids)
+        coalescer.add(CRM_ID_KINDS[operation], ids, module=module)
         return JSONResponse({"accepted": len(ids), **report}, status_code=202)
 
     @app.post("/zoho/bookings/webhook")

@@ -42,7 +42,10 @@ def test_the_webhook_deployment_is_triggered_by_the_receivers_event():
     (trigger,) = hook.triggers
     assert trigger.expect == {"zoho.sync.requested"}
     assert trigger.match.model_dump().get("prefect.resource.id") == "zoho.sync.sync-acme"
-    assert set(trigger.parameters) == {"config_block", "crm_ids", "booking_ids", "booking_states"}
+    assert set(trigger.parameters) == {"config_block", "crm_module", "crm_ids", "deleted_crm_ids", "booking_ids", "booking_states"}
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    yaml_trigger = next(d for d in spec["deployments"] if d["name"] == "sync-on-webhook")["triggers"][0]
+    assert yaml_trigger["parameters"] == trigger.parameters  # the same templates in both
 
 
 def test_cloud_webhook_templates_emit_the_receivers_event():
@@ -54,10 +57,13 @@ def test_cloud_webhook_templates_emit_the_receivers_event():
     crm = env.from_string((ROOT / "deployments" / "cloud" / "crm-notification.webhook.j2").read_text())
     event = json.loads(crm.render(body={"module": "Appointments__s", "operation": "update", "ids": ["111", "222"]}))
     assert event["event"] == "zoho.sync.requested" and event["resource"]["prefect.resource.id"] == "zoho.sync.sync-sandbox"
-    assert event["payload"] == {"config_block": "sync-sandbox", "crm_ids": ["111", "222"], "booking_ids": [], "booking_states": {}}
+    assert event["payload"] == {"config_block": "sync-sandbox", "crm_module": "Appointments__s", "crm_ids": ["111", "222"], "deleted_crm_ids": [], "booking_ids": [], "booking_states": {}}
+    event = json.loads(crm.render(body={"module": "Events", "operation": "delete", "ids": ["333"]}))
+    assert event["payload"] == {"config_block": "sync-sandbox", "crm_module": "Events", "crm_ids": [], "deleted_crm_ids": ["333"], "booking_ids": [], "booking_states": {}}
     bk = env.from_string((ROOT / "deployments" / "cloud" / "bookings.webhook.j2").read_text())
     event = json.loads(bk.render(body={"booking_id": "#AN-00014"}))
     assert event["payload"]["booking_ids"] == ["#AN-00014"] and event["payload"]["booking_states"] == {}
+    assert event["payload"]["crm_module"] is None and event["payload"]["deleted_crm_ids"] == []
     state = {"status": "CANCEL", "start_time": "01-Nov-2026 10:00:00", "time_zone": "Asia/Kolkata"}
     event = json.loads(bk.render(body={"booking_id": "#AN-00014", **state}))
     assert event["payload"]["booking_states"] == {"#AN-00014": state}

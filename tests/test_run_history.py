@@ -182,7 +182,7 @@ async def test_sync_requests_name_the_organisation_bookings_and_crm_records_they
     requests = [e for e in emitted if e["event"] == "zoho.sync.requested"]
     by_kind = {("booking" if e["payload"]["booking_ids"] else "crm"): e for e in requests}
     booking = by_kind["booking"]
-    assert booking["payload"] == {"config_block": "sync-test", "crm_ids": [], "booking_ids": ["#AN-00007"], "booking_states": {}}  # the contract the trigger templates
+    assert booking["payload"] == {"config_block": "sync-test", "crm_module": None, "crm_ids": [], "deleted_crm_ids": [], "booking_ids": ["#AN-00007"], "booking_states": {}}  # the contract the trigger templates
     assert booking["resource"] == {"prefect.resource.id": "zoho.sync.sync-test"}
     assert {(r["prefect.resource.role"], r["prefect.resource.id"]) for r in booking["related"]} == {
         ("organisation", "zoho.sync.sync-test"), ("booking", "zoho.appointment.#AN-00007")}
