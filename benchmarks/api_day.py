@@ -30,7 +30,7 @@ sandbox's counters are zeroed. During the day:
   admin API, as users would (the sandbox sends the webhook or notification);
 * after each step the sandbox's outbox is drained, the receiver's coalescer flushes,
   and every ``zoho.sync.requested`` event it emitted is run as the ``sync-on-webhook``
-  deployment's trigger would (``sync_records(config_block=, booking_ids=, crm_ids=)``),
+  deployment's trigger would (``sync_records(config_block=, booking_ids=, crm_ids=, crm_module=, deleted_crm_ids=)``),
   again until no event is left (the sync's own writes come back as notifications).
 
 Scenarios (``--scenario idle|busy|budget|all``, default all):

@@ -4,23 +4,36 @@
    127.0.0.1:``PREFECT_PORT`` (4200) with the project-local ``PREFECT_HOME``.
 2. Reuse (or start, detached) the stack's ``sandbox`` service on 127.0.0.1:``SANDBOX_PORT``
    (8900; PID in ``PREFECT_HOME/sandbox.pid``, data in ``.data/sandbox.db``) and re-seed
-   it fresh (``POST /__sandbox/reset``). Both keep running after the demo, so the
-   blocks stay valid and ``appt-sync sync`` works afterwards; ``make down`` stops them.
+   it fresh (``POST /__sandbox/reset``): every booking has an ``Appointments__s`` record
+   and a Meeting (``Events``). Both keep running after the demo, so the blocks stay
+   valid and ``appt-sync sync`` works afterwards; ``make down`` stops them.
 3. Onboard with the least-privilege scopes: exchange a grant code for tokens, save the
    ``ZohoOAuth`` block ``zoho-sandbox`` and the ``AppointmentSyncConfig`` ``sync-sandbox``
-   (the names ``appt-sync`` and ``make up`` use; state store ``.data/stack-state.db``,
-   emptied: a fresh sandbox needs a fresh base).
-4. Run a full sync and print its summary (and why it cancels the seed's no-shows in CRM).
-5. Edit both sides as users would (admin API): reschedules across time zones and
-   across a daylight-saving change, cancellations, completions, a no-show, and
-   conflicting edits.
+   (the names ``appt-sync`` and ``make up`` use; both CRM modules, ``Appointments__s``
+   and ``Events``; state store ``.data/stack-state.db``, emptied: a fresh sandbox needs
+   a fresh base).
+4. Run a full sync of both modules and print its summary (and why it cancels the
+   seed's no-shows in CRM).
+5. Edit as users would (admin API), each booking once. Appointments and bookings:
+   reschedules across time zones and across a daylight-saving change, cancellations,
+   completions, a no-show, and conflicting edits. Meetings, of other bookings: calendar
+   drags written with the offsets of other zones (one across a daylight-saving change
+   of the booking's zone), a cancellation through the ``Booking_Status`` field, and a
+   Meeting deleted in CRM.
 6. Run the syncs the edits start in production: one run of the bookings edited in
    Bookings (what the receiver starts from their webhooks: ``getappointment`` each),
-   then the 5-minute incremental run (CRM records changed since the bookmark; no
-   Bookings window). Print their summaries (with the day's Zoho API budget) and the
-   Prefect UI address of the runs, and check through the admin API that every
-   linked appointment agrees on both sides. Exit code 0 only if they all agree.
-7. Say what is still running and how to go on: a ready-to-paste edit of each side,
+   the run of the deleted Meeting's ``delete`` notification (``deleted_crm_ids``,
+   ``crm_module="Events"``), then the 5-minute incremental run (the appointments and
+   Meetings changed since their bookmarks; no Bookings window). Print their summaries
+   (with the day's Zoho API budget) and the Prefect UI address of the runs, then what
+   followed the Meeting edits: a dragged Meeting's booking and appointment show its
+   new time, a cancelled one's are cancelled, the deleted one's booking is left as it
+   is and reported as kept.
+7. Check through the admin API that both sides agree, one line per module: every linked
+   appointment (:func:`disagreements`) and every linked Meeting still in CRM
+   (:func:`meeting_disagreements`; the deleted one no longer counts). Exit code 0 only
+   if both agree and every Meeting edit was followed as step 6 says.
+8. Say what is still running and how to go on: a ready-to-paste edit of each side,
    ``appt-sync sync`` to carry it over (or ``make up`` for webhooks), ``make down``.
 
 With ``make up``'s stack running, the demo switches the sandbox's Bookings webhook
@@ -33,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -56,7 +69,8 @@ def _say(step: str) -> None:
 
 @dataclass
 class Pair:
-    """A linked CRM appointment and its booking, as ``GET /__sandbox/dump`` shows them."""
+    """A linked CRM record (an appointment, or a Meeting for :func:`linked_meetings`) and its
+    booking, as ``GET /__sandbox/dump`` shows them."""
 
     crm: dict[str, Any]
     booking: dict[str, Any]
@@ -94,6 +108,13 @@ def linked_pairs(dump: dict[str, Any]) -> dict[str, Pair]:
     return {a["Booking_Id"]: Pair(a, bookings[a["Booking_Id"]]) for a in dump["Appointments__s"] if a.get("Booking_Id") in bookings}
 
 
+def linked_meetings(dump: dict[str, Any]) -> dict[str, Pair]:
+    """``booking_id`` -> :class:`Pair` (the Meeting as ``crm``) for every Meeting (``Events``) still in
+    CRM whose booking is in the dump."""
+    bookings = {b["booking_id"]: b for b in dump["bookings"]}
+    return {e["Booking_Id"]: Pair(e, bookings[e["Booking_Id"]]) for e in dump.get("Events", []) if e.get("Booking_Id") in bookings}
+
+
 def disagreements(dump: dict[str, Any]) -> list[str]:
     """Linked appointments whose CRM and Bookings sides differ (start instant or status)."""
     from sync.engine import Link, SideState, agree, bookings_canon, crm_canon
@@ -108,92 +129,223 @@ def disagreements(dump: dict[str, Any]) -> list[str]:
     return out
 
 
-def _edits(http: httpx.Client) -> tuple[list[str], list[str]]:
-    """Edit both sides as users would; returns what was done (one line each) and the ids of the
-    bookings edited in Bookings (each of which sends a webhook under ``make up``)."""
-    dump = http.get("/__sandbox/dump").json()
-    now = datetime.now(timezone.utc)
-    pairs = [(p.crm, p.booking) for p in linked_pairs(dump).values()]
+def meeting_disagreements(dump: dict[str, Any]) -> list[str]:
+    """Linked Meetings still in CRM whose start or ``Booking_Status`` differs from their booking's.
 
-    def pick(tz: str | None, future: bool, crm_status: tuple[str, ...], bk_status: tuple[str, ...]) -> tuple[dict, dict]:
-        """An unused pair; past ones ended within the last 6 days (inside the incremental window)."""
-        for a, b in pairs:
-            start = datetime.fromisoformat(a["Appointment_Start_Time"])
-            if a["Booking_Id"] in used or (tz and b["time_zone"] != tz) or (start > now + timedelta(hours=2)) != future:
+    They agree when the statuses are equivalent (``Scheduled``, or empty: ``UPCOMING``,
+    ``ONGOING``, ``PENDING``; ``Cancelled``: ``CANCEL``, ``PAYMENT_FAILURE``, ``NO_SHOW``;
+    ``Completed``: ``COMPLETED``; ``No Show``: ``NO_SHOW``) and the start instants are equal
+    unless both are finished (:func:`sync.engine.agree`). A word of neither list disagrees.
+    """
+    from sync.engine import Canon, Link, SideState, agree, bookings_canon
+    from sync.modules import MEETING_STATUSES
+
+    words = {word: Canon(canon) for canon, word in MEETING_STATUSES.items()}
+    out = []
+    for p in linked_meetings(dump).values():
+        meeting, b = p.crm, p.booking
+        word = meeting.get("Booking_Status") or MEETING_STATUSES[Canon.SCHEDULED.value]  # empty: scheduled
+        shown = f"{p.id}: Meeting {meeting['Start_DateTime']} {word} / Bookings {b['start_time']} {p.tz} {b['status']}"
+        try:
+            crm = SideState(datetime.fromisoformat(meeting["Start_DateTime"]), words[word])
+            booking = SideState(p.start, bookings_canon(b["status"]))
+        except (KeyError, ValueError) as exc:  # a status word or a Bookings status with no equivalent
+            out.append(f"{shown} ({exc})")
+            continue
+        if not agree(Link(p.id, meeting["id"], p.tz, crm, booking)):
+            out.append(shown)
+    return out
+
+
+def after_dst_change(start: datetime, tz: str, days_after: int = 7) -> datetime:
+    """``start``'s wall-clock time in ``tz``, ``days_after`` days after the first change of ``tz``'s
+    UTC offset that follows ``start``: a move across a daylight-saving change (aware, in ``tz``).
+    ``ValueError`` for a zone with no change in the next 400 days (``Asia/Kolkata``)."""
+    local = start.astimezone(ZoneInfo(tz))
+    for day in range(1, 400):
+        if (local + timedelta(days=day)).utcoffset() != local.utcoffset():  # aware + timedelta keeps the wall clock
+            return local + timedelta(days=day + days_after)
+    raise ValueError(f"{tz} has no daylight-saving change in the 400 days after {start:%Y-%m-%d}")
+
+
+def _wall(instant: datetime, tz: str) -> str:
+    """``instant`` on the wall clock of ``tz``, its abbreviation and UTC offset: ``05-Apr-2027 10:00 AEST (UTC+10:00)``."""
+    local = instant.astimezone(ZoneInfo(tz))
+    return f"{local:%d-%b-%Y %H:%M} {local.tzname()} (UTC{local.isoformat()[-6:]})"
+
+
+@dataclass
+class MeetingEdit:
+    """One Meeting edited in step 5: ``kind`` ``drag`` (to ``start``), ``cancel`` or ``delete``;
+    ``pair`` is the Meeting and its booking before the edit."""
+
+    kind: str
+    pair: Pair
+    start: datetime | None = None
+
+
+@dataclass
+class Editor:
+    """Edits the sandbox as users would (admin API), each linked booking at most once.
+
+    Picks come from one dump (:meth:`pick`); ``done`` says what was done (one line each),
+    ``webhooked`` the bookings edited in Bookings (each sends a webhook under ``make up``),
+    ``meetings`` the Meeting edits.
+    """
+
+    http: httpx.Client
+    dump: dict[str, Any]
+    now: datetime
+    used: set[str] = field(default_factory=set)
+    done: list[str] = field(default_factory=list)
+    webhooked: list[str] = field(default_factory=list)
+    meetings: list[MeetingEdit] = field(default_factory=list)
+
+    def pick(self, tz: str | None = None, future: bool = True, crm_status: tuple[str, ...] = ("Scheduled",), bk_status: tuple[str, ...] = ("UPCOMING",)) -> tuple[Pair, Pair]:
+        """An unused booking with the given zone and statuses whose Meeting is ``Scheduled``; a past one
+        ended within the last 6 days (inside the incremental window). Returns (appointment pair, Meeting pair)."""
+        meetings = linked_meetings(self.dump)
+        for p in linked_pairs(self.dump).values():
+            start = datetime.fromisoformat(p.crm["Appointment_Start_Time"])
+            m = meetings.get(p.id)
+            if p.id in self.used or m is None or (tz and p.tz != tz) or (start > self.now + timedelta(hours=2)) != future:
                 continue
-            if not future and start < now - timedelta(days=6):
+            if not future and start < self.now - timedelta(days=6):
                 continue
-            if a["Status"] in crm_status and b["status"] in bk_status:
-                used.add(a["Booking_Id"])
-                return a, b
+            if p.crm["Status"] in crm_status and p.booking["status"] in bk_status and (m.crm.get("Booking_Status") or "Scheduled") == "Scheduled":
+                self.used.add(p.id)
+                return p, m
         raise RuntimeError(f"the seed has no appointment for {tz} future={future} {crm_status} {bk_status}")
 
-    used: set[str] = set()
-    done: list[str] = []
-    webhooked: list[str] = []
+    def crm(self, p: Pair, **changes: Any) -> None:
+        """Edit the appointment in CRM."""
+        self.http.patch(f"/__sandbox/crm/Appointments__s/{p.crm['id']}", json=changes).raise_for_status()
 
-    def crm(a: dict, **changes: Any) -> None:
-        r = http.patch(f"/__sandbox/crm/Appointments__s/{a['id']}", json=changes)
-        r.raise_for_status()
-
-    def bk(b: dict, **changes: Any) -> None:
-        r = http.patch(f"/__sandbox/bookings/{b['booking_id'].replace('#', '%23')}", json=changes)
+    def bookings(self, p: Pair, **changes: Any) -> None:
+        """Edit the booking in Bookings (its webhook would start a records run)."""
+        r = self.http.patch(f"/__sandbox/bookings/{p.id.replace('#', '%23')}", json=changes)
         r.raise_for_status()
         assert r.json()["response"]["status"] == "success", r.text
-        webhooked.append(b["booking_id"])
+        self.webhooked.append(p.id)
 
-    a, b = pick("Europe/London", True, ("Scheduled",), ("UPCOMING",))
-    new = datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(days=1, hours=2)
-    crm(a, Appointment_Start_Time=new.isoformat())
-    done.append(f"CRM: {b['booking_id']} (London) rescheduled to {new.isoformat()}")
-    a, b = pick("America/New_York", True, ("Scheduled",), ("UPCOMING",))
-    target = datetime(now.year + 1, 3, 15, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # after the March DST change
-    crm(a, Appointment_Start_Time=target.isoformat())
-    done.append(f"CRM: {b['booking_id']} (New York, {b['start_time']} EST) moved across the DST change to {target.isoformat()} (EDT)")
-    a, b = pick("Australia/Sydney", True, ("Scheduled",), ("UPCOMING",))
-    local = datetime.strptime(b["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(hours=3)
+    def drag(self, m: Pair, start: datetime, writer_tz: str) -> str:
+        """Drag the Meeting in the CRM calendar to ``start`` (same length), written with the offset of
+        ``writer_tz`` (the CRM user's zone); returns the new ``Start_DateTime``."""
+        length = datetime.fromisoformat(m.crm["End_DateTime"]) - datetime.fromisoformat(m.crm["Start_DateTime"])
+        zone = ZoneInfo(writer_tz)
+        new = {"Start_DateTime": start.astimezone(zone).isoformat(), "End_DateTime": (start + length).astimezone(zone).isoformat()}
+        self.http.patch(f"/__sandbox/crm/Events/{m.crm['id']}", json=new).raise_for_status()
+        self.meetings.append(MeetingEdit("drag", m, start.astimezone(timezone.utc)))
+        return new["Start_DateTime"]
+
+    def cancel_meeting(self, m: Pair) -> None:
+        """Set the Meeting's ``Booking_Status`` to ``Cancelled`` in CRM."""
+        self.http.patch(f"/__sandbox/crm/Events/{m.crm['id']}", json={"Booking_Status": "Cancelled"}).raise_for_status()
+        self.meetings.append(MeetingEdit("cancel", m))
+
+    def delete_meeting(self, m: Pair) -> None:
+        """Delete the Meeting in CRM (a ``delete`` notification fires)."""
+        self.http.delete(f"/__sandbox/crm/Events/{m.crm['id']}").raise_for_status()
+        self.meetings.append(MeetingEdit("delete", m))
+
+
+def _edit_appointments(ed: Editor) -> None:
+    """Appointments and bookings: reschedules across zones and a DST change, cancellations,
+    completions, a no-show and two conflicting edits."""
+    p, _ = ed.pick("Europe/London")
+    new = datetime.fromisoformat(p.crm["Appointment_Start_Time"]) + timedelta(days=1, hours=2)
+    ed.crm(p, Appointment_Start_Time=new.isoformat())
+    ed.done.append(f"CRM: {p.id} (London) rescheduled to {new.isoformat()}")
+    p, _ = ed.pick("America/New_York")
+    target = after_dst_change(p.start, p.tz)
+    ed.crm(p, Appointment_Start_Time=target.isoformat())
+    ed.done.append(f"CRM: {p.id} (New York, {_wall(p.start, p.tz)}) moved across the DST change to {target.isoformat()} ({target.tzname()})")
+    p, _ = ed.pick("Australia/Sydney")
+    local = datetime.strptime(p.booking["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(hours=3)
     wall = f"{local.day:02d}-{local:%b-%Y %H:%M:%S}"
-    bk(b, start_time=wall)
-    done.append(f"Bookings: {b['booking_id']} (Sydney) rescheduled to {wall} Sydney time")
-    a, b = pick("Asia/Kolkata", True, ("Scheduled",), ("UPCOMING",))
-    bk(b, action="cancel")
-    done.append(f"Bookings: {b['booking_id']} cancelled")
-    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
-    crm(a, Status="Cancelled", Cancellation_Reason="By Team", Cancellation_Note="Staff unavailable")
-    done.append(f"CRM: {b['booking_id']} cancelled")
-    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
-    crm(a, Status="Completed")
-    done.append(f"CRM: {b['booking_id']} marked Completed (it has ended)")
-    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
-    bk(b, action="completed")
-    done.append(f"Bookings: {b['booking_id']} marked completed")
-    a, b = pick(None, False, ("Overdue",), ("UPCOMING",))
-    bk(b, action="noshow")
-    done.append(f"Bookings: {b['booking_id']} marked no-show")
-    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
-    crm(a, Appointment_Start_Time=(datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(hours=1)).isoformat())
-    bk(b, action="cancel")
-    done.append(f"Conflict: {b['booking_id']} rescheduled in CRM and cancelled in Bookings")
-    a, b = pick(None, True, ("Scheduled",), ("UPCOMING",))
-    crm(a, Appointment_Start_Time=(datetime.fromisoformat(a["Appointment_Start_Time"]) + timedelta(hours=4)).isoformat())
-    local = datetime.strptime(b["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(days=2)
-    bk(b, start_time=f"{local.day:02d}-{local:%b-%Y %H:%M:%S}")
-    done.append(f"Conflict: {b['booking_id']} rescheduled differently on both sides")
-    return done, webhooked
+    ed.bookings(p, start_time=wall)
+    ed.done.append(f"Bookings: {p.id} (Sydney) rescheduled to {wall} Sydney time")
+    p, _ = ed.pick("Asia/Kolkata")
+    ed.bookings(p, action="cancel")
+    ed.done.append(f"Bookings: {p.id} cancelled")
+    p, _ = ed.pick()
+    ed.crm(p, Status="Cancelled", Cancellation_Reason="By Team", Cancellation_Note="Staff unavailable")
+    ed.done.append(f"CRM: {p.id} cancelled")
+    _edit_ended(ed)
+    _edit_conflicts(ed)
+
+
+def _edit_ended(ed: Editor) -> None:
+    """Appointments that have ended: completed in CRM, completed and no-show in Bookings."""
+    p, _ = ed.pick(None, False, ("Overdue",))
+    ed.crm(p, Status="Completed")
+    ed.done.append(f"CRM: {p.id} marked Completed (it has ended)")
+    p, _ = ed.pick(None, False, ("Overdue",))
+    ed.bookings(p, action="completed")
+    ed.done.append(f"Bookings: {p.id} marked completed")
+    p, _ = ed.pick(None, False, ("Overdue",))
+    ed.bookings(p, action="noshow")
+    ed.done.append(f"Bookings: {p.id} marked no-show")
+
+
+def _edit_conflicts(ed: Editor) -> None:
+    """Two appointments edited on both sides between two runs."""
+    p, _ = ed.pick()
+    ed.crm(p, Appointment_Start_Time=(datetime.fromisoformat(p.crm["Appointment_Start_Time"]) + timedelta(hours=1)).isoformat())
+    ed.bookings(p, action="cancel")
+    ed.done.append(f"Conflict: {p.id} rescheduled in CRM and cancelled in Bookings")
+    p, _ = ed.pick()
+    ed.crm(p, Appointment_Start_Time=(datetime.fromisoformat(p.crm["Appointment_Start_Time"]) + timedelta(hours=4)).isoformat())
+    local = datetime.strptime(p.booking["start_time"], "%d-%b-%Y %H:%M:%S") + timedelta(days=2)
+    ed.bookings(p, start_time=f"{local.day:02d}-{local:%b-%Y %H:%M:%S}")
+    ed.done.append(f"Conflict: {p.id} rescheduled differently on both sides")
+
+
+def _edit_meetings(ed: Editor) -> None:
+    """Meetings of bookings not edited above, as a CRM user would: calendar drags written with other
+    zones' offsets (one across the booking zone's DST change), a cancellation through
+    ``Booking_Status``, a deletion."""
+    for tz, shift, writer in (("Europe/London", timedelta(days=1, hours=1), "America/New_York"),
+                              ("Asia/Kolkata", timedelta(hours=3, minutes=30), "Australia/Sydney")):
+        _, m = ed.pick(tz)
+        shown = ed.drag(m, m.start + shift, writer)
+        ed.done.append(f"CRM Meeting: {m.id} ({m.tz}, {_wall(m.start, m.tz)}) dragged to {shown} by a CRM user in {writer}")
+    _, m = ed.pick("Australia/Sydney")
+    target = after_dst_change(m.start, m.tz)
+    shown = ed.drag(m, target, "Asia/Kolkata")
+    ed.done.append(f"CRM Meeting: {m.id} ({m.tz}, {_wall(m.start, m.tz)}) dragged across Sydney's DST change to {shown} "
+                   f"by a CRM user in Asia/Kolkata: {_wall(target, m.tz)} in Sydney")
+    _, m = ed.pick()
+    ed.cancel_meeting(m)
+    ed.done.append(f"CRM Meeting: {m.id} cancelled (Booking_Status Cancelled)")
+    _, m = ed.pick()
+    ed.delete_meeting(m)
+    ed.done.append(f"CRM Meeting: {m.id} deleted (Meeting {m.crm['id']})")
+
+
+def edit_both_sides(http: httpx.Client, now: datetime | None = None) -> Editor:
+    """Step 5: edit appointments, bookings and Meetings as users would (each booking once); the
+    :class:`Editor` says what was done."""
+    ed = Editor(http, http.get("/__sandbox/dump").json(), now or datetime.now(timezone.utc))
+    _edit_appointments(ed)
+    _edit_meetings(ed)
+    return ed
 
 
 def _print_summary(summary: Any, ui: str) -> None:
     print(f"   links {summary.links}, unchanged {summary.unchanged}, agreed {summary.agreed}, applied {summary.applied}, "
-          f"failed {summary.failed}, conflicts {summary.conflicts}, deferred {summary.deferred}")
+          f"failed {summary.failed}, conflicts {summary.conflicts}, deferred {summary.deferred}, kept {summary.kept}")
     print(f"   planned: {summary.planned or 'nothing'}; API calls: {summary.api_calls}")
     for family, name in (("bookings", "Bookings calls today"), ("crm", "CRM credits in 24 h")):
         day = summary.budget.get(family)
         if day:
             print(f"   {name}: {day['used']} of a budget of {day['budget']} (Zoho's limit {day['limit']}), forecast for the day {day['forecast']}")
     for c in summary.conflict_list[:10]:
-        print(f"   conflict {c['booking_id']}: {c['reason']}")
+        print(f"   {'kept' if c['kind'] == 'kept' else 'conflict'} {c['booking_id']}: {c['reason']}")
     for f in summary.failures[:10]:
         print(f"   failed {f['booking_id']} {f['target']} {f['kind']}: {f['code']} {f['message']}")
+    for note in summary.notes[:5]:
+        print(f"   note: {note}")
     print(f"   Prefect UI: {ui}/runs/flow-run/{summary.run_id}")
 
 
@@ -217,21 +369,105 @@ def fresh_base(url: str) -> None:
         engine.dispose()
 
 
-async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
-    from pydantic import SecretStr
+def meeting_outcomes(dump: dict[str, Any], edits: list[MeetingEdit], kept: set[str]) -> list[tuple[bool, str]]:
+    """What followed each Meeting edit: ``(as expected, line)`` each (``dump`` after the syncs; ``kept``:
+    the booking ids the runs reported as kept). A drag: the booking and the appointment start at the
+    Meeting's new instant. A cancellation: both cancelled. A deletion: the booking as it was, reported as kept."""
+    from sync.engine import Canon, bookings_canon
 
+    pairs, bookings = linked_pairs(dump), {b["booking_id"]: b for b in dump["bookings"]}
+    out = []
+    for e in edits:
+        bid, tz = e.pair.id, e.pair.tz
+        b, appt = bookings[bid], pairs[bid].crm if bid in pairs else {}
+        now = _bookings_instant(b["start_time"], tz)
+        if e.kind == "drag":
+            ok = e.start is not None and now == e.start == datetime.fromisoformat(appt["Appointment_Start_Time"])
+            out.append((ok, f"dragged Meeting {bid}: the booking now starts {_wall(now, tz)} {tz}, the appointment {appt['Appointment_Start_Time']} "
+                            f"({'both' if ok else 'expected'} {e.start:%Y-%m-%d %H:%M} UTC)"))
+        elif e.kind == "cancel":
+            ok = bookings_canon(b["status"]) is Canon.CANCELLED and appt.get("Status") == "Cancelled"
+            out.append((ok, f"cancelled Meeting {bid}: the booking is now {b['status']}, the appointment {appt.get('Status')}"))
+        else:
+            ok = b["status"] == e.pair.booking["status"] and now == e.pair.start and bid in kept
+            out.append((ok, f"deleted Meeting {bid}: the booking is left as it was ({b['status']}, {_wall(now, tz)} {tz}), "
+                            f"{'reported as kept' if bid in kept else 'NOT reported as kept'}; the appointment is {appt.get('Status')}"))
+    return out
+
+
+async def _sync_edits(ed: Editor, ui: str) -> list[Any]:
+    """Step 6: the runs production starts for these edits; returns their summaries."""
     from flows.sync_appointments import sync_appointments
+
+    print(f"   Bookings sends a webhook for each of its {len(ed.webhooked)} edits; the receiver (make up) starts one sync of those bookings,")
+    print("   which reads each with getappointment (and its CRM records) and applies what changed:")
+    runs = [await sync_appointments(config_block=DEMO_CONFIG, booking_ids=ed.webhooked)]
+    _print_summary(runs[-1], ui)
+    deleted = [e.pair.crm["id"] for e in ed.meetings if e.kind == "delete"]
+    print(f"   The deleted Meeting: CRM's delete notification (Events.all) starts a run with its id ({', '.join(deleted)}, crm_module Events);")
+    print("   meeting_delete_cancels_booking is off, so the booking is left as it is and the link reported as kept:")
+    runs.append(await sync_appointments(config_block=DEMO_CONFIG, deleted_crm_ids=deleted, crm_module="Events"))
+    _print_summary(runs[-1], ui)
+    print("   The CRM edits (appointments and Meetings): the 5-minute incremental run reads the records of both modules changed")
+    print("   since their bookmarks (no Bookings window: Bookings changes come by webhook, and the 2-hourly sync-scan is the safety net):")
+    runs.append(await sync_appointments(config_block=DEMO_CONFIG, mode="incremental"))
+    _print_summary(runs[-1], ui)
+    return runs
+
+
+def _agreement(what: str, bad: list[str], linked: int, extra: str = "") -> bool:
+    """Print one agreement line for a module (and up to 20 disagreements); True when all agree."""
+    if bad:
+        print(f"   no: {len(bad)} of {linked} linked {what} disagree:")
+        for line in bad[:20]:
+            print(f"   - {line}")
+        return False
+    print(f"   yes: all {linked} linked {what} agree on both sides{extra}.")
+    return True
+
+
+def _check(sandbox_url: str, ed: Editor, runs: list[Any]) -> int:
+    """Steps 6 (what followed the Meeting edits) and 7 (one agreement line per module); the exit code."""
+    with httpx.Client(base_url=sandbox_url, timeout=60) as http:
+        dump = http.get("/__sandbox/dump").json()
+        stats = http.get("/__sandbox/stats").json()
+    kept = {c["booking_id"] for r in runs for c in r.conflict_list if c["kind"] == "kept"}
+    outcomes = meeting_outcomes(dump, ed.meetings, kept)
+    print("   What followed the Meeting edits:")
+    for ok, line in outcomes:
+        print(f"   - {'ok' if ok else 'NOT AS EXPECTED'}: {line}")
+
+    _say("7. Do both sides agree?")
+    print(f"   the {len(runs)} runs used {stats['total_calls']} API calls, wrote {stats['writes'] or 'nothing'}, minted {stats['tokens_minted']} tokens")
+    linked = sum(1 for a in dump["Appointments__s"] if a.get("Booking_Id"))
+    gone = sum(1 for e in ed.meetings if e.kind == "delete")
+    extra = f" (the {gone} Meeting deleted in CRM no longer counts; its booking and appointment are kept as they were)" if gone else ""
+    appointments = _agreement("appointments", disagreements(dump), linked)
+    meetings = _agreement("meetings", meeting_disagreements(dump), len(linked_meetings(dump)), extra)
+    return 0 if appointments and meetings and all(ok for ok, _ in outcomes) else 1
+
+
+async def _onboard(sandbox_url: str, data_dir: Path) -> None:
+    """Step 3: tokens from a grant code, the two blocks, an emptied state store."""
+    from pydantic import SecretStr
 
     from .onboarding import SCOPES, onboard, sandbox_grant
 
+    _say("3. Onboarding")
     fresh_base(onboarding.state_store_url(data_dir))
     client_id, secret, code, scopes = sandbox_grant(sandbox_url)
     await onboard(DEMO_BLOCK, client_id=client_id, client_secret=SecretStr(secret), code=SecretStr(code), data_centre="CUSTOM", base_url=sandbox_url, scopes=scopes)
     await onboarding.save_sync_config(DEMO_CONFIG, DEMO_BLOCK, data_dir, onboarding.sandbox_time_zone(sandbox_url))  # the window in the sandbox's zone
     print(f"   onboarded with the least-privilege scopes ({', '.join(SCOPES)})")
-    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig, state store {onboarding.state_store_url(data_dir)}, emptied)")
+    print(f"   saved blocks '{DEMO_BLOCK}' (ZohoOAuth) and '{DEMO_CONFIG}' (AppointmentSyncConfig: Appointments__s and Meetings (Events),")
+    print(f"   state store {onboarding.state_store_url(data_dir)}, emptied)")
 
-    _say("3. Full sync (Bulk Read of CRM, Bookings window, three-way diff, apply)")
+
+async def _full_sync(sandbox_url: str, ui: str) -> None:
+    """Step 4: the full sync of both modules, and why it cancels the seed's no-shows in CRM."""
+    from flows.sync_appointments import sync_appointments
+
+    _say("4. Full sync of both CRM modules (Bulk Read of Appointments__s and Events, Bookings window, three-way diff, apply)")
     with httpx.Client(base_url=sandbox_url, timeout=60) as http:
         no_shows = seeded_no_shows(http.get("/__sandbox/dump").json())
     _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="full"), ui)
@@ -239,35 +475,21 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
         print(f"   The CRM cancellations are the seed's {no_shows} past no-shows: Bookings has them as NO_SHOW, CRM (which has no no-show)\n"
               "   as Scheduled. A link seen for the first time follows initial_source (Bookings), so CRM gets Cancelled, note \"No-show (Zoho Bookings)\".")
 
-    _say("4. Users edit both sides")
+
+async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
+    await _onboard(sandbox_url, data_dir)
+    await _full_sync(sandbox_url, ui)
+
+    _say("5. Users edit both sides (appointments and bookings, then Meetings of other bookings)")
     with httpx.Client(base_url=sandbox_url, timeout=30) as http:
-        done, webhooked = _edits(http)
-        for line in done:
+        ed = edit_both_sides(http)
+        for line in ed.done:
             print(f"   {line}")
         http.delete("/__sandbox/stats")
 
-    _say("5. The syncs these edits start")
-    print(f"   Bookings sends a webhook for each of its {len(webhooked)} edits; the receiver (make up) starts one sync of those bookings,")
-    print("   which reads each with getappointment (and its CRM record) and applies what changed:")
-    _print_summary(await sync_appointments(config_block=DEMO_CONFIG, booking_ids=webhooked), ui)
-    print("   The CRM edits: the 5-minute incremental run reads the CRM records changed since its bookmark")
-    print("   (no Bookings window: Bookings changes come by webhook, and the 2-hourly sync-scan is the safety net):")
-    _print_summary(await sync_appointments(config_block=DEMO_CONFIG, mode="incremental"), ui)
-
-    _say("6. Do both sides agree?")
-    with httpx.Client(base_url=sandbox_url, timeout=60) as http:
-        dump = http.get("/__sandbox/dump").json()
-        stats = http.get("/__sandbox/stats").json()
-    bad = disagreements(dump)
-    linked = sum(1 for a in dump["Appointments__s"] if a.get("Booking_Id"))
-    print(f"   the two runs used {stats['total_calls']} API calls, wrote {stats['writes'] or 'nothing'}, minted {stats['tokens_minted']} tokens")
-    if bad:
-        print(f"   {len(bad)} of {linked} linked appointments disagree:")
-        for line in bad[:20]:
-            print(f"   - {line}")
-        return 1
-    print(f"   yes: all {linked} linked appointments agree on both sides.")
-    return 0
+    _say("6. The syncs these edits start")
+    runs = await _sync_edits(ed, ui)
+    return _check(sandbox_url, ed, runs)
 
 
 def example_edits(dump: dict[str, Any], sandbox_url: str, now: datetime | None = None) -> list[str]:
@@ -310,7 +532,7 @@ def _command(home: Path, *argv: str) -> str:
 
 def _ending(home: Path, ui: str, sandbox_url: str, live: str | None) -> None:
     """What keeps running, how to make an edit and carry it over, how to stop."""
-    _say("7. Still running")
+    _say("8. Still running")
     print(f"   Prefect server  {ui}  (the runs above)")
     print(f"   Zoho sandbox    {sandbox_url}  (admin API under /__sandbox/)")
     try:
@@ -342,7 +564,8 @@ def _live_receiver(home: Path) -> str | None:
 
 
 def run(appointments: int = 2000, port: int = 0, data_dir: Path | str | None = None) -> int:
-    """Run the demo; returns the exit code (0: both sides agree at the end; 1 otherwise or when a service does not come up).
+    """Run the demo; returns the exit code (0: both sides of both modules agree at the end and the Meeting
+    edits were followed as expected; 1 otherwise or when a service does not come up).
 
     ``port``: the sandbox's (default ``SANDBOX_PORT`` or 8900); the Prefect server's is
     ``PREFECT_PORT`` (4200). ``data_dir`` holds the sandbox's database and the state
