@@ -284,15 +284,22 @@ def sync(
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and report; write nothing to Zoho"),
     config: str = typer.Option("sync-sandbox", help="AppointmentSyncConfig block name"),
     booking_id: list[str] = typer.Option([], help="sync only this booking (repeatable)"),
+    crm_id: list[str] = typer.Option([], help="sync only this CRM record of --module (repeatable), as its notification would"),
+    module: str = typer.Option("", help="the CRM module of --crm-id: Appointments__s or Events (default: the configuration's crm_module)"),
 ) -> None:
     """Run sync-appointments once on the stack's Prefect server (see find_stack) and print its summary."""
     import asyncio
 
     if mode not in ("full", "incremental", "scan"):
         raise typer.BadParameter(f"{mode!r} is not a mode; use incremental, scan or full", param_hint="--mode")
+    if module and module not in ("Appointments__s", "Events"):
+        raise typer.BadParameter(f"{module!r} is not a CRM module the sync handles; use Appointments__s or Events (Meetings)", param_hint="--module")
+    if module and not crm_id:
+        raise typer.BadParameter("--module names the module of --crm-id: give --crm-id too", param_hint="--module")
     from flows.sync_appointments import sync_appointments
 
-    summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, booking_ids=booking_id or None))  # type: ignore[arg-type]
+    records = {"crm_ids": crm_id, "crm_module": module or None, "booking_ids": booking_id} if crm_id else {"booking_ids": booking_id or None}
+    summary = asyncio.run(sync_appointments(config_block=config, mode=mode, dry_run=dry_run, **records))  # type: ignore[arg-type]
     typer.echo(summary.markdown())
     from prefect.settings import PREFECT_UI_URL
 

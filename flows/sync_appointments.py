@@ -599,13 +599,15 @@ def _valid_links(run: SyncRun, links: Iterable[Link], held: list[Conflict] | Non
 
 
 def record_dry_run(run: SyncRun, planned: Plan) -> None:
-    """A dry run sends nothing: the planned actions are logged as ``dry_run`` and the calls a real
-    run would send are counted (``summary.would_call``; a CRM update costs 1 credit)."""
+    """A dry run sends nothing: the planned actions of ``run.module`` are logged as ``dry_run`` and the
+    calls a real run would send are added to ``summary.would_call`` (a CRM update costs 1 credit). With
+    two modules, a change carried through Bookings to the other module is not counted (no hub pass)."""
     run.summary.stage = "applying changes"
     log_actions(run.engine, run.summary.run_id, [(a, "dry_run", None, None) for a in planned.actions])
     crm = sum(1 for a in planned.actions if a.target is Side.CRM)
     crm_calls = -(-crm // run.module.batch_size)
-    run.summary.would_call = {"bookings_calls": len(planned.actions) - crm, "crm_calls": crm_calls, "crm_credits": crm_calls}
+    would = {"bookings_calls": len(planned.actions) - crm, "crm_calls": crm_calls, "crm_credits": crm_calls}
+    run.summary.would_call = {k: run.summary.would_call.get(k, 0) + v for k, v in would.items()}  # added up over the modules
 
 
 async def recheck_applied(run: SyncRun, planned: Plan) -> None:

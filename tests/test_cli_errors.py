@@ -90,12 +90,14 @@ def assert_clean(code: int, out: str, err: str, expected_code: int, *needles: st
     [
         (["sync", "--mode", "bogus"], ["appt-sync sync:", "--mode", "'bogus'", "(see appt-sync sync --help)"]),
         (["sync", "--no-such-option"], ["appt-sync sync:", "No such option: --no-such-option", "--help"]),
+        (["sync", "--crm-id", "1", "--module", "Deals"], ["appt-sync sync:", "--module", "'Deals'", "Appointments__s or Events"]),
+        (["sync", "--module", "Events"], ["appt-sync sync:", "--module", "give --crm-id too"]),
         (["syn"], ["appt-sync:", "No such command 'syn'", "(see appt-sync --help)"]),
         (["webhooks", "subscribe"], ["appt-sync webhooks subscribe:", "Missing option '--notify-url'"]),
         (["auth", "--client-id", "1000.X", "--data-centre", "XX"], ["appt-sync auth:", "--data-centre", "'XX'", "US, EU, IN, AU, JP, CA, SA, CN, or CUSTOM"]),
         (["sandbox", "--port", "x"], ["appt-sync sandbox:", "--port", "invalid int value", "(see appt-sync sandbox --help)"]),
     ],
-    ids=["bad-value", "unknown-option", "unknown-command", "missing-option", "bad-data-centre", "sandbox-bad-option"],
+    ids=["bad-value", "unknown-option", "bad-module", "module-without-ids", "unknown-command", "missing-option", "bad-data-centre", "sandbox-bad-option"],
 )
 def test_usage_errors_are_one_line_exit_2(cli, args, needles):
     assert_clean(*cli(*args)[:3], 2, *needles)
