@@ -324,7 +324,27 @@ def take_deletes(run: SyncRun) -> None:
         run.summary.kept += 1
         if cancels:
             run.booking_ids = sorted(set(run.booking_ids or []) | {row["booking_id"]})
+    if not cancels:
+        keep_deleted(run, module, [r["booking_id"] for r in rows if r["booking_id"]])
     get_run_logger().info("%s %s records deleted in CRM (%s of them stored and newly marked)", len(ids), module.api_name, len(rows))
+
+
+def keep_deleted(run: SyncRun, module: CrmModule, booking_ids: list[str]) -> None:
+    """Write the base of these links (their CRM record deleted, the delete kept) as they are now, the
+    deleted record reading cancelled: a delete kept while ``meeting_delete_cancels_booking`` is off
+    stays kept when the option is turned on later (only deletes seen after that cancel bookings)."""
+    if not booking_ids:
+        return
+    rows = changed_links(run.engine, booking_ids, crm_table=module.table, crm_statuses=module.statuses, base_table=module.base_table, crm_status_sql=module.status_sql)
+    kept = []
+    while True:
+        try:
+            kept.append(next(rows))
+        except StopIteration:
+            break
+        except ValueError:  # a link that cannot be diffed (no start, on hold): nothing to keep
+            continue
+    write_agreed(run.engine, kept, run.now, module.base_table)
 
 
 async def read_crm_side(run: SyncRun, given: list[str] | None = None) -> None:
@@ -680,6 +700,9 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
             run.summary.changes.append(entry)
             log.append((action, "applied", outcome.code, outcome.message))
             _emit_applied(action, run.summary.run_id, run.config_block)
+        elif gone(run.module, outcome):
+            _record_gone(run, action, outcome)
+            log.append((action, "refused", outcome.code, outcome.message))
         else:
             run.summary.add_failure({**entry, "code": outcome.code, "message": outcome.message})
             # a Bookings refusal (or CRM's DEPENDENT_FIELD_UNCHANGED) that a re-read did not show as done
@@ -688,6 +711,25 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
             log.append((action, "refused" if outcome.maybe_done else "failed", outcome.code, outcome.message))
     write_base(run.engine, bases, base_table=run.module.base_table)
     log_actions(run.engine, run.summary.run_id, log)
+
+
+def gone(module: CrmModule, outcome: Outcome) -> bool:
+    """Whether a CRM write failed because the record no longer exists (``INVALID_DATA`` "the id given
+    seems to be invalid"), for a module that keeps deletes (Meetings)."""
+    return (outcome.action.target is Side.CRM and outcome.code == "INVALID_DATA" and "deleted_at" in module.table.__table__.c
+            and "id given seems to be invalid" in (outcome.message or ""))
+
+
+def _record_gone(run: SyncRun, action: Action, outcome: Outcome) -> None:
+    """A write to a record Zoho says is gone (deleted in CRM, no notification seen): the record is
+    marked deleted and the delete kept (:func:`keep_deleted`; never cancels the booking), reported
+    once; no later run writes to it again."""
+    mark_deleted(run.engine, run.module.table, [action.crm_id], run.now)
+    keep_deleted(run, run.module, [action.booking_id])
+    why = f"the {run.module.label} no longer exists in CRM ({outcome.code}: {outcome.message}); marked deleted, its booking left as it is"
+    run.summary.conflict_list.extend(conflicts_for([Conflict(action.booking_id, action.crm_id, "kept", why)], run.links, run.cfg.conflict_policy))
+    run.summary.kept += 1
+    get_run_logger().warning("%s %s (booking %s): %s", run.module.api_name, action.crm_id, action.booking_id, why)
 
 
 def advance_bookmark(run: SyncRun) -> None:
