@@ -493,13 +493,14 @@ async def _run(sandbox_url: str, ui: str, data_dir: Path) -> int:
 
 
 def example_edits(dump: dict[str, Any], sandbox_url: str, now: datetime | None = None) -> list[str]:
-    """Two ready-to-paste ``curl`` edits through the admin API, as users would make them.
+    """Ready-to-paste ``curl`` edits through the admin API, as users would make them.
 
     A Bookings reschedule (one day later, ``start_time`` as ``dd-MMM-yyyy HH:mm:ss`` in
     the booking's own time zone, the ``#`` of the id as ``%23``) and a CRM cancellation,
     of two upcoming linked appointments (``appt-sync sync --booking-id ...`` carries the
-    first over as its webhook would, ``appt-sync sync`` the second). Lines to print; empty
-    without such appointments.
+    first over as its webhook would, ``appt-sync sync`` the second), and a Meeting dragged one
+    hour later in the CRM calendar (:func:`_meeting_edit`). Lines to print; empty without such
+    appointments.
     """
     now = now or datetime.now(timezone.utc)
     upcoming = [p for p in linked_pairs(dump).values()
@@ -516,7 +517,23 @@ def example_edits(dump: dict[str, Any], sandbox_url: str, now: datetime | None =
         f"  curl -X PATCH '{sandbox_url}/__sandbox/bookings/{booking.id.replace('#', '%23')}' {json_header} -d '{{\"start_time\": \"{wall}\"}}'",
         f"Cancel appointment {appointment.crm['id']} ({appointment.id}) in CRM:",
         f"  curl -X PATCH '{sandbox_url}/__sandbox/crm/Appointments__s/{appointment.crm['id']}' {json_header} -d '{{\"Status\": \"Cancelled\", \"Cancellation_Reason\": \"By Team\"}}'",
+        *_meeting_edit(dump, sandbox_url, {booking.id, appointment.id}, now),
     ]
+
+
+def _meeting_edit(dump: dict[str, Any], sandbox_url: str, taken: set[str], now: datetime) -> list[str]:
+    """A ready-to-paste calendar drag of an upcoming Meeting one hour later (a booking not in ``taken``);
+    ``appt-sync sync --crm-id ID --module Events`` carries it over as its notification would."""
+    for pair in sorted(linked_meetings(dump).values(), key=lambda p: p.start):
+        if pair.id in taken or pair.booking["status"] != "UPCOMING" or not now + timedelta(days=1) < pair.start < now + timedelta(days=20):
+            continue
+        start, end = (datetime.fromisoformat(pair.crm[k]) + timedelta(hours=1) for k in ("Start_DateTime", "End_DateTime"))
+        body = f'{{"Start_DateTime": "{start.isoformat()}", "End_DateTime": "{end.isoformat()}"}}'
+        return [
+            f"Drag Meeting {pair.crm['id']} ({pair.id}) one hour later in the CRM calendar:",
+            f"  curl -X PATCH '{sandbox_url}/__sandbox/crm/Events/{pair.crm['id']}' -H 'Content-Type: application/json' -d '{body}'",
+        ]
+    return []
 
 
 def _command(home: Path, *argv: str) -> str:
@@ -549,8 +566,8 @@ def _ending(home: Path, ui: str, sandbox_url: str, live: str | None) -> None:
         print(f"   make up's receiver ({live}) is wired to the re-seeded sandbox again: edits reach the other side by themselves")
         print(f"   (sync-on-webhook runs in the UI); `{sync}` syncs by hand.")
     else:
-        print(f"   Carry a Bookings edit over with `{sync} --booking-id '#AN-…'` (what its webhook does), a CRM edit with `{sync}`,")
-        print("   or run `make up` to have webhooks carry each edit by themselves.")
+        print(f"   Carry a Bookings edit over with `{sync} --booking-id '#AN-…'` (what its webhook does), a CRM edit with `{sync}`")
+        print(f"   (a Meeting's: `{sync} --crm-id ID --module Events`, as its notification would), or run `make up` to have webhooks carry each edit by themselves.")
     stop = "make down" if home.resolve() == (ROOT / ".prefect").resolve() else _command(home, "python", "-m", "deployments.stack", "down")
     print(f"   Stop the server and the sandbox (and anything else make up started) with `{stop}`.")
 

@@ -133,7 +133,9 @@ def writer_lock_name(config_block: str) -> str:
 def _run_name() -> str:
     """``sync-incremental-2026-11-21T10:05Z``; webhook runs ``sync-records-#AN-00123-+4-2026-11-21T10:05Z`` (:func:`sync.report.run_name`)."""
     params = flow_run.parameters
-    return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), params.get("crm_ids"), datetime.now(timezone.utc))
+    crm_ids, deleted = params.get("crm_ids"), params.get("deleted_crm_ids")
+    named = None if crm_ids is None and deleted is None else [*(crm_ids or []), *(deleted or [])]  # a delete notification's run is a records run too
+    return run_name(params.get("mode", "full"), bool(params.get("dry_run")), params.get("booking_ids"), named, datetime.now(timezone.utc))
 
 
 def module_adapters(cfg: AppointmentSyncConfig) -> list[CrmModule]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from deployments import processes, services
-from deployments.demo import example_edits, linked_pairs, seeded_no_shows
+from deployments.demo import example_edits, linked_meetings, linked_pairs, seeded_no_shows
 from deployments.onboarding import SCOPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,9 @@ def test_the_demo_s_example_edits_work_as_printed(sandbox):
     assert seeded_no_shows(dump) > 0  # what the full sync turns into CRM cancellations (initial_source Bookings)
     lines = example_edits(dump, sandbox.url)
     commands = [line.strip() for line in lines if line.strip().startswith("curl ")]
-    assert len(commands) == 2 and "%23AN-" in commands[0] and "#" not in commands[0]
+    assert len(commands) == 3 and "%23AN-" in commands[0] and "#" not in commands[0] and "/crm/Events/" in commands[2]
     before = linked_pairs(dump)
+    meetings_before = linked_meetings(dump)
     for command in commands:
         out = subprocess.run(shlex.split(command) + ["-s", "-f"], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, (command, out.stdout, out.stderr)
@@ -96,3 +97,8 @@ def test_the_demo_s_example_edits_work_as_printed(sandbox):
     now = datetime.now(timezone.utc)
     assert all(now < after[k].start < now + timedelta(days=30) for k in changed)  # near-future appointments
     assert json.loads(commands[1].split("-d ", 1)[1].strip("'"))["Status"] == "Cancelled"
+    meetings_after = linked_meetings(sandbox.dump())
+    dragged = [k for k in meetings_before if meetings_before[k].crm["Start_DateTime"] != meetings_after[k].crm["Start_DateTime"]]
+    assert len(dragged) == 1 and dragged[0] not in changed  # a Meeting of a third booking, one hour later
+    hour = [datetime.fromisoformat(m[dragged[0]].crm["Start_DateTime"]) for m in (meetings_before, meetings_after)]
+    assert hour[1] - hour[0] == timedelta(hours=1)

@@ -455,6 +455,10 @@ async def test_a_meeting_deleted_in_crm_is_reported_not_acted_on_by_default(sand
     assert meeting is None and booking == noted_booking
     assert writes(sandbox) == {} and summary.applied == 0 and summary.failed == 0
     assert summary.kept == 1 and "deleted in CRM" in kept_for(summary)[noted_booking["booking_id"]]
+    from prefect import get_client
+
+    async with get_client() as client:  # named after the deleted record, as a records run
+        assert (await client.read_flow_run(summary.run_id)).name.startswith(f"sync-records-crm-{noted['id']}-")
 
     # later runs leave the link alone, even when the booking moves (there is no Meeting to move)
     moved_to = bookings_instant(noted_booking["start_time"], noted_booking["time_zone"]) + timedelta(hours=2)
