@@ -701,7 +701,7 @@ def _record(run: SyncRun, outcomes: list[Outcome]) -> None:
             run.summary.applied += 1
             run.summary.changes.append(entry)
             log.append((action, "applied", outcome.code, outcome.message))
-            _emit_applied(action, run.summary.run_id, run.config_block)
+            _emit_applied(action, run.summary.run_id, run.config_block, run.module.api_name)
         elif gone(run.module, outcome):
             _record_gone(run, action, outcome)
             log.append((action, "refused", outcome.code, outcome.message))
@@ -774,16 +774,16 @@ async def finish(run: SyncRun) -> None:
 
 
 # ---------------------------------------------------------- run and report
-def _emit_applied(action: Action, run_id: str, config_block: str) -> None:
-    """One event per applied action, the appointment as the resource (no secrets)."""
+def _emit_applied(action: Action, run_id: str, config_block: str, module: str) -> None:
+    """One event per applied action, the appointment as the resource, its CRM record (of ``module``) related (no secrets)."""
     events.emit_event(
         event=EVENT_NAMES[action.kind],
         resource={"prefect.resource.id": f"zoho.appointment.{action.booking_id}", "prefect.resource.name": action.booking_id, "zoho.crm.id": action.crm_id},
         related=[
             {"prefect.resource.id": f"zoho.sync.{config_block}", "prefect.resource.role": "organisation"},
-            {"prefect.resource.id": f"zoho.crm.record.{action.crm_id}", "prefect.resource.role": "crm-record", "prefect.resource.name": action.crm_id},
+            {"prefect.resource.id": f"zoho.crm.record.{action.crm_id}", "prefect.resource.role": "crm-record", "prefect.resource.name": action.crm_id, "zoho.crm.module": module},
         ],
-        payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id},
+        payload={"target": action.target.value, "kind": action.kind.value, "value": action.value, "note": action.note, "sync_run": run_id, "crm_module": module},
     )
 
 

@@ -205,9 +205,11 @@ def test_applied_change_events_relate_the_crm_record_as_the_requests_do(monkeypa
 
     emitted: list[dict[str, Any]] = []
     monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: emitted.append(kw))
-    sync_flow._emit_applied(Action("#AN-1", "600", Side.CRM, Kind.CANCEL, "UTC"), "run-1", "sync-test")
+    sync_flow._emit_applied(Action("#AN-1", "600", Side.CRM, Kind.CANCEL, "UTC", scope="Events"), "run-1", "sync-test", "Events")
     assert {(r["prefect.resource.role"], r["prefect.resource.id"]) for r in emitted[0]["related"]} == {
         ("organisation", "zoho.sync.sync-test"), ("crm-record", "zoho.crm.record.600")}
+    record = next(r for r in emitted[0]["related"] if r["prefect.resource.role"] == "crm-record")
+    assert record["zoho.crm.module"] == "Events" and emitted[0]["payload"]["crm_module"] == "Events"  # as the receiver labels its requests
     assert emitted[0]["resource"]["prefect.resource.id"] == "zoho.appointment.#AN-1"
 
 
