@@ -1,11 +1,14 @@
 """CRM modules the sync links to bookings: one adapter per module, chosen by API name.
 
-Pure: no Prefect, no HTTP, no database. A :class:`CrmModule` says everything the
-flow and the tasks need to know about one CRM module: its API name and state-store
-table, the fields to read, how a record becomes a row, what each planned change is
-sent as, what is refused before sending, and what our copy of a record becomes once
-a write succeeded. :class:`Appointments` (``Appointments__s``) is the first one;
-:func:`crm_module` picks the adapter for a configuration's ``crm_module``.
+Pure: no Prefect, no HTTP, no database (the adapters hand SQL *expressions* to
+:mod:`sync.links`, which runs them). A :class:`CrmModule` says everything the flow and
+the tasks need to know about one CRM module: its API name, state-store table and base
+table, the fields to read, how a record becomes a row and its canonical status, what each
+planned change is sent as (an update, or a delete), what is refused before sending, and
+what our copy of a record becomes once a write succeeded. :class:`Appointments`
+(``Appointments__s``, seeds 002/004) and :class:`Meetings` (``Events``, seed 000: a status
+picklist or time only) are the two; :func:`crm_module` picks the adapter for a
+configuration's ``crm_module`` / ``crm_modules``.
 """
 
 from __future__ import annotations
