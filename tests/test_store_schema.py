@@ -230,3 +230,29 @@ def test_bookings_rules_and_what_a_booking_shows():
     assert bookings.shows({"start_time": T0, "status": "CANCEL"}, cancel) and not bookings.shows({"start_time": T0, "status": "WAITING"}, cancel)
     assert bookings.verb(cancel) == "cancel"
     assert bookings.state_after(cancel, SideState(T0, Canon.SCHEDULED), None, None) == (SideState(T0, Canon.CANCELLED), "CANCEL")
+
+
+def test_a_store_at_0002_with_meetings_upgrades_keeping_its_rows_and_index(tmp_path):
+    """Migration 0003 (Meetings' status, deleted_at, their own base) on a store that already holds
+    Meetings and a base: rows, the booking-id index and the appointments' base are kept."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'at-0002.db'}"
+    command.upgrade(store.alembic_config(url=url), "0002")
+    old = make_engine(url)
+    with old.begin() as conn:
+        conn.execute(text("INSERT INTO crm_events (id, booking_id, title, start_time, end_time, modified_time) "
+                          "VALUES ('1', '#AN-1', 'Call', '2026-12-01T10:00:00+00:00', '2026-12-01T11:00:00+00:00', '2026-11-01T10:00:00+00:00')"))
+        conn.execute(text("INSERT INTO sync_base (booking_id, crm_id, crm_status, bookings_status, time_zone) VALUES ('#AN-1', '9', 'scheduled', 'scheduled', 'UTC')"))
+    old.dispose()
+    engine = make_engine(url)
+    try:
+        assert upgrade_store(engine) == HEAD_REVISION
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT id, booking_id, title, status, deleted_at FROM crm_events")).one()
+            assert tuple(row) == ("1", "#AN-1", "Call", None, None)
+            assert conn.execute(text("SELECT count(*) FROM sync_base")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM sync_base_events")).scalar_one() == 0
+        assert "ix_crm_events_booking_id" in {i["name"] for i in inspect(engine).get_indexes("crm_events")}
+    finally:
+        engine.dispose()
