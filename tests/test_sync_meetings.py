@@ -62,6 +62,8 @@ class Org:
         self.name = name
         #: Bookings moved (on every side) to have ended before the first run: ``UPCOMING``, to complete or mark no-show.
         self.ended: list[str] = []
+        #: The summary of the ``both`` fixture's first full run.
+        self.first: SyncSummary | None = None
 
     async def set(self, **changes: Any) -> None:
         cfg = await AppointmentSyncConfig.aload(self.name)
@@ -94,7 +96,7 @@ async def both(sandbox, prefect_api, tmp_path) -> Org:
     ended = end_early(sandbox, 3)
     org = await make_org(sandbox, tmp_path, crm_module="Appointments__s", crm_modules=["Events"])
     org.ended = ended
-    await org.sync("full")
+    org.first = await org.sync("full")
     sandbox.http.delete("/__sandbox/stats").raise_for_status()
     return org
 
@@ -199,9 +201,8 @@ def kept_for(summary: SyncSummary) -> dict[str, str]:
     return {c["booking_id"]: c["reason"] for c in summary.conflict_list if c["kind"] == "kept"}
 
 
-async def test_a_full_sync_of_both_modules_agrees_and_a_second_writes_nothing(sandbox, prefect_api, tmp_path):
-    org = await make_org(sandbox, tmp_path, crm_module="Appointments__s", crm_modules=["Events"])
-    summary = await org.sync("full")
+async def test_a_full_sync_of_both_modules_agrees_and_a_second_writes_nothing(sandbox, both):
+    org, summary = both, both.first
     dump = sandbox.dump()
     assert meeting_disagreements(dump) == []
     assert summary.modules == ["Appointments__s", "Events"] and summary.failed == 0
