@@ -209,35 +209,31 @@ class BookingRecord(SQLModel, table=True):
     fetched_at: datetime | None = _dt()
 
 
-class SyncBase(SQLModel, table=True):
-    """The last state both sides agreed on, per link."""
+class BaseColumns(SQLModel):
+    """The columns of a base table: per link, the last state both sides agreed on (each side in its
+    own terms: start instant, canonical status), the booking's time zone and when they agreed."""
+
+    booking_id: str = Field(primary_key=True)
+    crm_id: str = Field(index=True)
+    crm_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    crm_status: str
+    bookings_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    bookings_status: str
+    time_zone: str
+    agreed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SyncBase(BaseColumns, table=True):
+    """The last state both sides agreed on, per link (``Appointments__s``)."""
 
     __tablename__ = "sync_base"
 
-    booking_id: str = Field(primary_key=True)
-    crm_id: str = Field(index=True)
-    crm_start: datetime | None = _dt()
-    crm_status: str
-    bookings_start: datetime | None = _dt()
-    bookings_status: str
-    time_zone: str
-    agreed_at: datetime | None = _dt()
 
-
-class SyncBaseEvent(SQLModel, table=True):
-    """The Meetings' base (:class:`SyncBase`'s columns): an organisation syncing ``Appointments__s``
+class SyncBaseEvent(BaseColumns, table=True):
+    """The Meetings' base (:class:`BaseColumns`): an organisation syncing ``Appointments__s``
     and Meetings keeps one base per module, so each module's diff is its own."""
 
     __tablename__ = "sync_base_events"
-
-    booking_id: str = Field(primary_key=True)
-    crm_id: str = Field(index=True)
-    crm_start: datetime | None = _dt()
-    crm_status: str
-    bookings_start: datetime | None = _dt()
-    bookings_status: str
-    time_zone: str
-    agreed_at: datetime | None = _dt()
 
 
 class SyncAction(SQLModel, table=True):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,6 +19,7 @@ from blocks import ZohoOAuth
 from blocks.sync_config import AppointmentSyncConfig
 from flows.sync_appointments import sync_appointments
 from sync.report import SyncSummary
+from test_sync_flow import bookings_text, edit_booking, edit_crm, next_offset_change, wall_time, writes, zero_stats
 
 UTC = timezone.utc
 #: What an appointment says after a Bookings no-show (Appointments__s has none: written as Cancelled with this note).
@@ -119,14 +119,8 @@ def edit_meeting(sandbox, crm_id: str, **fields: Any) -> None:
     assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS", r.text
 
 
-def edit_booking(sandbox, booking_id: str, **body: Any) -> None:
-    r = sandbox.http.patch(f"/__sandbox/bookings/{quote(booking_id, safe='')}", json=body)
-    assert r.status_code == 200 and r.json()["response"]["status"] == "success", r.text
 
 
-def edit_appointment(sandbox, crm_id: str, **fields: Any) -> None:
-    r = sandbox.http.patch(f"/__sandbox/crm/Appointments__s/{crm_id}", json=fields)
-    assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS", r.text
 
 
 def delete_meeting(sandbox, crm_id: str) -> None:
@@ -135,16 +129,10 @@ def delete_meeting(sandbox, crm_id: str) -> None:
     assert r.status_code == 200 and r.json()["data"][0]["code"] == "SUCCESS", r.text
 
 
-def writes(sandbox) -> dict[str, int]:
-    return sandbox.stats()["writes"]
 
 
-def zero_stats(sandbox) -> None:
-    sandbox.http.delete("/__sandbox/stats").raise_for_status()
 
 
-def bookings_text(at: datetime, tz: str) -> str:
-    return at.astimezone(ZoneInfo(tz)).strftime("%d-%b-%Y %H:%M:%S")
 
 
 def minutes(booking: dict) -> timedelta:
@@ -161,22 +149,8 @@ def sides(sandbox, booking_id: str) -> tuple[dict | None, dict, dict | None]:
     return meeting, booking, appointment
 
 
-def next_offset_change(tz: str, after: datetime) -> datetime:
-    """Local midnight of the first day after ``after`` whose noon has another UTC offset than ``after``."""
-    zone = ZoneInfo(tz)
-    local = after.astimezone(zone)
-    for d in range(1, 400):
-        day = (local + timedelta(days=d)).date()
-        if datetime(day.year, day.month, day.day, 12, tzinfo=zone).utcoffset() != local.utcoffset():
-            return datetime(day.year, day.month, day.day, tzinfo=zone)
-    raise AssertionError(f"no daylight-saving change in {tz} within 400 days")
 
 
-def wall_time(day: datetime, like: datetime, tz: str) -> datetime:
-    """``like``'s wall-clock time in ``tz`` on ``day``'s date, as a UTC instant."""
-    zone = ZoneInfo(tz)
-    t = like.astimezone(zone)
-    return datetime(day.year, day.month, day.day, t.hour, t.minute, tzinfo=zone).astimezone(UTC)
 
 
 def end_early(sandbox, n: int) -> list[str]:
@@ -191,7 +165,7 @@ def end_early(sandbox, n: int) -> list[str]:
         to = now - timedelta(days=2, hours=i)
         edit_booking(sandbox, b["booking_id"], start_time=bookings_text(to, b["time_zone"]))
         edit_meeting(sandbox, e["id"], Start_DateTime=crm_iso(to, "Asia/Kolkata"), End_DateTime=crm_iso(to + minutes(b), "Asia/Kolkata"))
-        edit_appointment(sandbox, appointments[b["booking_id"]]["id"], Appointment_Start_Time=crm_iso(to, "Asia/Kolkata"))
+        edit_crm(sandbox, appointments[b["booking_id"]]["id"], Appointment_Start_Time=crm_iso(to, "Asia/Kolkata"))
         ids.append(b["booking_id"])
     return ids
 
@@ -346,7 +320,7 @@ async def test_booking_and_appointment_edits_reach_the_meeting_once_and_an_opted
     a_meeting, a_booking = appt_moved
     appointment = sides(sandbox, a_booking["booking_id"])[2]
     a_to = instant(appointment["Appointment_Start_Time"]) + timedelta(days=1, hours=1)
-    edit_appointment(sandbox, appointment["id"], Appointment_Start_Time=crm_iso(a_to, "Asia/Kolkata"))
+    edit_crm(sandbox, appointment["id"], Appointment_Start_Time=crm_iso(a_to, "Asia/Kolkata"))
     zero_stats(sandbox)
 
     summary = await org.sync("scan")
